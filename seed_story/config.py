@@ -258,7 +258,9 @@ class DetokenizerConfig(StrictModel):
                 f"= {expected}, got {u.projection_class_embeddings_input_dim}"
             )
         if self.image_size % self.vae.downscale:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of the VAE downscale {self.vae.downscale}")
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of the VAE downscale {self.vae.downscale}"
+            )
         return self
 
 

@@ -1,0 +1,108 @@
+"""This project's own checkpoints: one safetensors file per network and a JSON manifest beside them.
+
+Layout of a checkpoint folder::
+
+    seed_story.json              # CheckpointManifest: format, ModelConfig, parts, dtype, free-form metadata
+    visual_tokenizer.safetensors # any subset of the parts
+    mllm.safetensors
+    detokenizer.safetensors
+    vae.safetensors
+    tokenizer/                   # optional, save_pretrained() of the tokenizer
+
+Each file is written under a temporary name and renamed, and the manifest is written last, so a folder
+with a manifest is always complete.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from safetensors.torch import save_file
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from seed_story.checkpoints.safe_load import load_state_dict_file
+from seed_story.checkpoints.strict import KeyReport, load_strict
+from seed_story.config import ModelConfig, StrictModel
+
+FORMAT = "seed-story-checkpoint/1"
+MANIFEST = "seed_story.json"
+PARTS = ("visual_tokenizer", "mllm", "detokenizer", "vae")
+
+
+class CheckpointManifest(StrictModel):
+    format: str = FORMAT
+    model: ModelConfig
+    parts: dict[str, str]
+    dtype: str
+    created: str
+    has_tokenizer: bool = False
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def save_checkpoint(
+    directory: str | Path,
+    cfg: ModelConfig,
+    parts: Mapping[str, nn.Module],
+    *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Path:
+    """Save the given networks (a subset of ``PARTS``) and their config; returns the manifest path.
+
+    Example::
+
+        save_checkpoint("out/mini", cfg, {"mllm": mllm, "detokenizer": detok}, tokenizer=tok)
+    """
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown checkpoint part(s) {sorted(unknown)}; expected a subset of {PARTS}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files, dtypes = {}, set()
+    for name, module in parts.items():
+        tensors = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+        dtypes |= {str(v.dtype).removeprefix("torch.") for v in tensors.values() if v.is_floating_point()}
+        path = directory / f"{name}.safetensors"
+        tmp = path.with_name(path.name + ".partial")
+        save_file(tensors, str(tmp), metadata={"format": FORMAT, "part": name})
+        tmp.replace(path)
+        files[name] = path.name
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(directory / "tokenizer"))
+    manifest = CheckpointManifest(
+        model=cfg,
+        parts=files,
+        dtype=",".join(sorted(dtypes)),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        has_tokenizer=tokenizer is not None,
+        metadata=dict(metadata or {}),
+    )
+    out = directory / MANIFEST
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_text(manifest.model_dump_json(indent=2))
+    tmp.replace(out)
+    return out
+
+
+def read_manifest(directory: str | Path) -> CheckpointManifest:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a seed-story checkpoint (no {MANIFEST})")
+    manifest = CheckpointManifest.model_validate_json(path.read_text())
+    if manifest.format != FORMAT:
+        raise ValueError(f"{path}: unsupported checkpoint format {manifest.format!r}, this version reads {FORMAT!r}")
+    return manifest
+
+
+def load_part(directory: str | Path, part: str, module: nn.Module) -> KeyReport:
+    """Strictly load one saved network into ``module`` (built from the manifest's config)."""
+    manifest = read_manifest(directory)
+    if part not in manifest.parts:
+        raise KeyError(f"checkpoint {directory} has no {part!r}; it has {sorted(manifest.parts)}")
+    state = load_state_dict_file(Path(directory) / manifest.parts[part])
+    return load_strict(module, state, what=f"{part} of {directory}")

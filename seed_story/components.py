@@ -1,0 +1,114 @@
+"""The set of networks a story needs, built at random (tests, benchmarks) or loaded from disk.
+
+``load_components(path)`` accepts either a ``pretrained/`` folder laid out like the original release or a
+checkpoint folder written by this project (``seed_story.json`` inside).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, EulerDiscreteScheduler
+from transformers import PreTrainedTokenizerBase
+
+from seed_story.checkpoints.agent import load_agent
+from seed_story.checkpoints.detokenizer import load_detokenizer, load_scheduler, load_vae
+from seed_story.checkpoints.layout import PretrainedLayout
+from seed_story.checkpoints.native import MANIFEST, load_part, read_manifest
+from seed_story.checkpoints.vision import load_visual_tokenizer
+from seed_story.config import ModelConfig
+from seed_story.models.detokenizer import Detokenizer, build_detokenizer, build_scheduler, build_vae
+from seed_story.models.mllm import SeedStoryMLLM
+from seed_story.models.visual_tokenizer import VisualTokenizer
+from seed_story.tokenizer import build_byte_tokenizer, load_tokenizer
+
+
+@dataclass
+class Components:
+    """Every network of SEED-Story plus its tokenizer and scheduler, on one device and dtype."""
+
+    config: ModelConfig
+    tokenizer: PreTrainedTokenizerBase
+    visual_tokenizer: VisualTokenizer
+    mllm: SeedStoryMLLM
+    detokenizer: Detokenizer
+    vae: AutoencoderKL
+    scheduler: EulerDiscreteScheduler
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Components:
+        for module in (self.visual_tokenizer, self.mllm, self.detokenizer, self.vae):
+            module.to(device=device, dtype=dtype)
+        return self
+
+    def eval(self) -> Components:
+        for module in (self.visual_tokenizer, self.mllm, self.detokenizer, self.vae):
+            module.eval().requires_grad_(False)
+        return self
+
+
+def build_random(cfg: ModelConfig, *, seed: int = 0) -> Components:
+    """Randomly initialised components (byte-level tokenizer): for tests and speed benchmarks only."""
+    torch.manual_seed(seed)
+    return Components(
+        config=cfg,
+        tokenizer=build_byte_tokenizer(cfg.mllm.num_image_tokens),
+        visual_tokenizer=VisualTokenizer(cfg.vision),
+        mllm=SeedStoryMLLM(cfg.mllm),
+        detokenizer=build_detokenizer(cfg.detokenizer),
+        vae=build_vae(cfg.detokenizer.vae),
+        scheduler=build_scheduler(cfg.detokenizer.scheduler),
+    ).eval()
+
+
+def load_native(directory: str | Path) -> Components:
+    """Load a checkpoint folder written by :func:`seed_story.checkpoints.native.save_checkpoint`."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
+    missing = {"visual_tokenizer", "mllm", "detokenizer", "vae"} - set(manifest.parts)
+    if missing or not manifest.has_tokenizer:
+        raise ValueError(
+            f"{directory} lacks {sorted(missing) or ''}{' tokenizer' if not manifest.has_tokenizer else ''}"
+        )
+    cfg = manifest.model
+    parts = build_random(cfg)
+    parts.tokenizer = load_tokenizer(directory / "tokenizer", cfg.mllm.num_image_tokens)
+    for name in ("visual_tokenizer", "mllm", "detokenizer", "vae"):
+        load_part(directory, name, getattr(parts, name))
+    return parts.eval()
+
+
+def load_released(
+    root: str | Path,
+    *,
+    cfg: ModelConfig | None = None,
+    dtype: torch.dtype = torch.float16,
+    detokenizer_stage: str = "adapted",
+    merge_lora: bool = False,
+) -> Components:
+    """Load the original release from a ``pretrained/`` folder (see ``seed-story pretrained check``)."""
+    cfg = cfg or ModelConfig.from_preset("seed-story-george")
+    layout = PretrainedLayout.discover(root)
+    detok_key = {"adapted": "detokenizer_adapted", "pretrained": "detokenizer_pretrained"}[detokenizer_stage]
+    layout.require("tokenizer", "llama", "sdxl", "qwen_vit", "agent", detok_key)
+    vit, _ = load_visual_tokenizer(layout.qwen_vit, cfg.vision, dtype=dtype)
+    mllm, _ = load_agent(layout.agent, cfg.mllm, llama_dir=layout.llama, dtype=dtype, merge_lora=merge_lora)
+    detok, _ = load_detokenizer(getattr(layout, detok_key), layout.sdxl, cfg.detokenizer, dtype=dtype)
+    return Components(
+        config=cfg,
+        tokenizer=load_tokenizer(layout.tokenizer, cfg.mllm.num_image_tokens),
+        visual_tokenizer=vit,
+        mllm=mllm,
+        detokenizer=detok,
+        vae=load_vae(layout.sdxl, dtype=dtype),
+        scheduler=load_scheduler(layout.sdxl),
+    ).eval()
+
+
+def load_components(path: str | Path, **kwargs: object) -> Components:
+    """Either kind of folder: this project's checkpoint (has ``seed_story.json``) or a released ``pretrained/``."""
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        return load_native(path)
+    return load_released(path, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,333 @@
+"""The de-tokenizer: ViT image features -> SDXL conditioning -> pictures (facts §3).
+
+``ResamplerXLV2`` turns (B, T, embedding_dim) features into SDXL's two conditioning inputs: per-token
+``prompt_embeds`` (B, num_queries, output1_dim + output2_dim) and a ``pooled`` vector (B, output2_dim).
+``Detokenizer`` pairs it with a ``diffusers.UNet2DConditionModel``; its ``state_dict()`` keys carry the
+``resampler.`` and ``unet.`` prefixes of the released checkpoints. ``ImageDrawer`` wraps diffusers'
+``StableDiffusionXLPipeline`` (no text encoders) to draw a batch of pictures with classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from torch import nn
+
+from seed_story.config import DetokenizerConfig, ResamplerXLConfig, SchedulerConfig, UNetConfig, VAEConfig
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """(B, L, H*D) -> (B, H, L, D)."""
+    b, n, _ = x.shape
+    return x.reshape(b, n, heads, -1).transpose(1, 2)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, L, D) -> (B, L, H*D)."""
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+class PerceiverAttention(nn.Module):
+    """Latents attend to concat(inputs, latents); bias-free projections (facts §3.2)."""
+
+    def __init__(self, dim: int, dim_head: int, heads: int) -> None:
+        super().__init__()
+        inner = dim_head * heads
+        self.heads = heads
+        # Scaling q and k by d^(-1/4) each (rather than the logits by d^(-1/2)) keeps fp16 logits smaller.
+        self.scale = dim_head**-0.25
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * inner, bias=False)
+        self.to_out = nn.Linear(inner, dim, bias=False)
+
+    def forward(self, x: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        x, latents = self.norm1(x), self.norm2(latents)
+        q = _split_heads(self.to_q(latents), self.heads)
+        k, v = self.to_kv(torch.cat([x, latents], dim=1)).chunk(2, dim=-1)
+        k, v = _split_heads(k, self.heads), _split_heads(v, self.heads)
+        logits = (q * self.scale) @ (k * self.scale).transpose(-2, -1)
+        weights = torch.softmax(logits.float(), dim=-1).to(v.dtype)
+        return self.to_out(_merge_heads(weights @ v))
+
+
+def feed_forward(dim: int, mult: int) -> nn.Sequential:
+    """LN -> Linear -> GELU -> Linear, bias-free linears; indices 0..3 match the checkpoint keys."""
+    return nn.Sequential(
+        nn.LayerNorm(dim),
+        nn.Linear(dim, dim * mult, bias=False),
+        nn.GELU(),
+        nn.Linear(dim * mult, dim, bias=False),
+    )
+
+
+class AttentionPool2d(nn.Module):
+    """Pool (B, L, dim) tokens to (B, output_dim): the mean token, prepended, attends to all tokens.
+
+    Example::
+
+        pool = AttentionPool2d(seq_len=64, dim=1024, heads=16, output_dim=1280)
+        pool(torch.randn(2, 64, 1024)).shape  # (2, 1280)
+    """
+
+    def __init__(self, seq_len: int, dim: int, heads: int, output_dim: int) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.positional_embedding = nn.Parameter(torch.randn(seq_len + 1, dim) / dim**0.5)
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.c_proj = nn.Linear(dim, output_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([x.mean(dim=1, keepdim=True), x], dim=1) + self.positional_embedding.to(x.dtype)
+        q = _split_heads(self.q_proj(x[:, :1]), self.heads)
+        k = _split_heads(self.k_proj(x), self.heads)
+        v = _split_heads(self.v_proj(x), self.heads)
+        out = F.scaled_dot_product_attention(q, k, v)  # default 1/sqrt(head_dim) scaling
+        return self.c_proj(_merge_heads(out)[:, 0])
+
+
+class ResamplerXLV2(nn.Module):
+    """ViT features (B, T, embedding_dim) -> (prompt_embeds (B, Q, output1+output2), pooled (B, output2)).
+
+    Example::
+
+        r = ResamplerXLV2(ModelConfig.from_preset("seed-story-george").detokenizer.resampler)
+        prompt_embeds, pooled = r(torch.randn(1, 256, 4096))  # (1, 64, 2048), (1, 1280)
+    """
+
+    def __init__(self, cfg: ResamplerXLConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.latents = nn.Parameter(torch.randn(1, cfg.num_queries, cfg.dim) / cfg.dim**0.5)
+        self.proj_in = nn.Linear(cfg.embedding_dim, cfg.dim)
+        self.layers = nn.ModuleList(
+            nn.ModuleList([PerceiverAttention(cfg.dim, cfg.dim_head, cfg.heads), feed_forward(cfg.dim, cfg.ff_mult)])
+            for _ in range(cfg.depth)
+        )
+        self.norm_out = nn.LayerNorm(cfg.dim)
+        self.unet_proj_1 = nn.Linear(cfg.dim, cfg.output1_dim)
+        self.unet_proj_2 = nn.Linear(cfg.dim, cfg.output2_dim)
+        self.unet_attnpool = AttentionPool2d(cfg.num_queries, cfg.dim, cfg.pool_heads, cfg.output2_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Quirk kept on purpose (facts §10.2): F.normalize's default dim=1 is the *token* axis of (B, T, C), so
+        # each channel is L2-normalised across the T tokens, not each token across channels. The released
+        # weights were trained on exactly this input distribution.
+        x = self.proj_in(F.normalize(x, dim=1))
+        latents = self.latents.expand(x.shape[0], -1, -1)
+        for attn, ff in self.layers:
+            latents = attn(x, latents) + latents
+            latents = ff(latents) + latents
+        h = self.norm_out(latents)
+        prompt_embeds = torch.cat([self.unet_proj_1(h), self.unet_proj_2(h)], dim=-1)
+        return prompt_embeds, self.unet_attnpool(h)
+
+
+class Detokenizer(nn.Module):
+    """ResamplerXLV2 + SDXL UNet; ``state_dict()`` keys are ``resampler.*`` and ``unet.*`` as released.
+
+    Example::
+
+        detok = build_detokenizer(ModelConfig.from_preset("tiny").detokenizer)
+        detok.set_trainable()
+        optimizer = torch.optim.AdamW(detok.trainable_parameters(), lr=1e-4)
+        loss = detok.denoising_loss(latents, features, time_ids, build_noise_scheduler(cfg.scheduler))
+    """
+
+    def __init__(self, resampler: ResamplerXLV2, unet: UNet2DConditionModel) -> None:
+        super().__init__()
+        self.resampler = resampler
+        self.unet = unet
+
+    def encode(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ViT features (B, T, D) -> (prompt_embeds, pooled), on the resampler's device and dtype."""
+        ref = self.resampler.latents
+        return self.resampler(features.to(device=ref.device, dtype=ref.dtype))
+
+    def set_trainable(self) -> None:
+        """Train the resampler and every UNet ``to_k``/``to_v`` (self- and cross-attention); freeze the rest."""
+        self.requires_grad_(False)
+        self.resampler.requires_grad_(True)
+        for name, module in self.unet.named_modules():
+            if name.endswith(("to_k", "to_v")):
+                module.requires_grad_(True)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters ``set_trainable`` left trainable: the optimiser's parameter list."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def denoising_loss(
+        self,
+        latents: torch.Tensor,
+        features: torch.Tensor,
+        time_ids: torch.Tensor,
+        noise_scheduler: DDPMScheduler,
+        *,
+        noise: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Mean float32 MSE between predicted and true noise (ε-prediction, facts §3.4).
+
+        ``latents`` are VAE latents already multiplied by the scaling factor; ``time_ids`` is (B, 6). Noise and
+        per-sample timesteps t ~ U{0..T-1} are drawn with ``generator`` (on the latents' device) unless given.
+        """
+        if noise_scheduler.config.prediction_type != "epsilon":
+            raise ValueError(f"only epsilon prediction is supported, got {noise_scheduler.config.prediction_type!r}")
+        if noise is None:
+            noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        if timesteps is None:
+            num_steps = noise_scheduler.config.num_train_timesteps
+            timesteps = torch.randint(0, num_steps, (latents.shape[0],), generator=generator, device=latents.device)
+        prompt_embeds, pooled = self.encode(features)
+        noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+        pred = self.unet(
+            noisy,
+            timesteps,
+            encoder_hidden_states=prompt_embeds,
+            added_cond_kwargs={"time_ids": time_ids.to(prompt_embeds), "text_embeds": pooled},
+        ).sample
+        return F.mse_loss(pred.float(), noise.float(), reduction="mean")
+
+
+def build_unet(cfg: UNetConfig) -> UNet2DConditionModel:
+    """A randomly initialised SDXL-shaped UNet; build under ``torch.device("meta")`` to skip the memory."""
+    return UNet2DConditionModel(**cfg.to_diffusers())
+
+
+def build_vae(cfg: VAEConfig) -> AutoencoderKL:
+    """A randomly initialised ``AutoencoderKL``."""
+    return AutoencoderKL(**cfg.to_diffusers())
+
+
+def build_scheduler(cfg: SchedulerConfig) -> EulerDiscreteScheduler:
+    """The inference scheduler (Euler, as the reference)."""
+    return EulerDiscreteScheduler(**cfg.to_diffusers())
+
+
+def build_noise_scheduler(cfg: SchedulerConfig) -> DDPMScheduler:
+    """The training noise scheduler: DDPM with the inference scheduler's betas and prediction type."""
+    return DDPMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_start=cfg.beta_start,
+        beta_end=cfg.beta_end,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type,
+        timestep_spacing=cfg.timestep_spacing,
+        steps_offset=cfg.steps_offset,
+    )
+
+
+def build_detokenizer(cfg: DetokenizerConfig) -> Detokenizer:
+    """A randomly initialised ``Detokenizer`` (weights are loaded separately)."""
+    return Detokenizer(ResamplerXLV2(cfg.resampler), build_unet(cfg.unet))
+
+
+class ImageDrawer:
+    """Draw pictures from ViT features with SDXL + classifier-free guidance; the pipeline is built once.
+
+    Example::
+
+        drawer = ImageDrawer(detok, vae, build_scheduler(cfg.scheduler), image_size=cfg.image_size)
+        negative = vit(torch.zeros(1, 3, 448, 448))  # once per process: the CFG negative (facts §10.10)
+        images = drawer.draw(features, negative, num_inference_steps=50)  # list of N PIL images
+    """
+
+    def __init__(
+        self,
+        detokenizer: Detokenizer,
+        vae: AutoencoderKL,
+        scheduler: EulerDiscreteScheduler,
+        *,
+        image_size: int,
+    ) -> None:
+        self.detokenizer = detokenizer
+        self.image_size = image_size
+        self.pipe = StableDiffusionXLPipeline(
+            vae=vae,
+            unet=detokenizer.unet,
+            scheduler=scheduler,
+            text_encoder=None,
+            text_encoder_2=None,
+            tokenizer=None,
+            tokenizer_2=None,
+            # Explicit: otherwise the output depends on whether `invisible-watermark` happens to be installed.
+            add_watermarker=False,
+        )
+        self.pipe.set_progress_bar_config(disable=True)
+
+    def check_inputs(self, features: torch.Tensor, negative_features: torch.Tensor, seeds: Sequence[int]) -> None:
+        """Raise ``ValueError`` on shapes or seed lists that cannot be drawn."""
+        if features.ndim != 3 or features.shape[0] == 0:
+            raise ValueError(f"features must be (N, T, D) with N >= 1, got {tuple(features.shape)}")
+        if negative_features.ndim != 3 or negative_features.shape[0] != 1:
+            raise ValueError(f"negative_features must be (1, T, D), got {tuple(negative_features.shape)}")
+        if negative_features.shape[-1] != features.shape[-1]:
+            raise ValueError(
+                f"negative_features dim {negative_features.shape[-1]} != features dim {features.shape[-1]}"
+            )
+        if len(seeds) != features.shape[0]:
+            raise ValueError(f"got {len(seeds)} seeds for {features.shape[0]} feature sets; pass one seed per image")
+
+    @torch.no_grad()
+    def draw(
+        self,
+        features: torch.Tensor,
+        negative_features: torch.Tensor,
+        *,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        height: int | None = None,
+        width: int | None = None,
+        seed: int | Sequence[int] = 42,
+        progress: bool = False,
+    ) -> list[PIL.Image.Image]:
+        """Draw one picture per feature set (N, T, D) in one batched pipeline call.
+
+        ``negative_features`` (1, T, D) are the ViT features of a zero image. ``seed`` is one seed for every
+        picture (the reference uses 42 for all) or one per picture; each picture gets its own generator, so
+        a picture does not depend on what else is in the batch.
+        """
+        n = features.shape[0]
+        seeds = [seed] * n if isinstance(seed, int) else list(seed)
+        self.check_inputs(features, negative_features, seeds)
+
+        # 1. Encode positives and the negative in one resampler pass; broadcast the negative to the batch.
+        prompt_embeds, pooled = self.detokenizer.encode(torch.cat([features, negative_features.to(features)]))
+        neg_embeds, neg_pooled = prompt_embeds[n:].expand(n, -1, -1), pooled[n:].expand(n, -1)
+
+        # 2. Per-picture generators on the UNet's device (the reference seeds a generator on its device).
+        device = self.detokenizer.unet.device
+        generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+        # 3. Denoise and decode.
+        self.pipe.set_progress_bar_config(disable=not progress)
+        size = self.image_size
+        return self.pipe(
+            prompt_embeds=prompt_embeds[:n],
+            pooled_prompt_embeds=pooled[:n],
+            negative_prompt_embeds=neg_embeds,
+            negative_pooled_prompt_embeds=neg_pooled,
+            num_inference_steps=num_inference_steps,
+            guidance_scale=guidance_scale,
+            height=height or size,
+            width=width or size,
+            generator=generators,
+            output_type="pil",
+        ).images
