@@ -106,9 +106,12 @@ def load_released(
     ).eval()
 
 
-def load_components(path: str | Path, **kwargs: object) -> Components:
-    """Either kind of folder: this project's checkpoint (has ``seed_story.json``) or a released ``pretrained/``."""
+def load_components(path: str | Path, *, dtype: torch.dtype = torch.float32, **released: object) -> Components:
+    """Either kind of folder: this project's checkpoint (has ``seed_story.json``) or a released ``pretrained/``.
+
+    ``released`` keyword arguments go to :func:`load_released` (``cfg``, ``detokenizer_stage``, ``merge_lora``).
+    """
     path = Path(path)
     if (path / MANIFEST).is_file():
-        return load_native(path)
-    return load_released(path, **kwargs)  # type: ignore[arg-type]
+        return load_native(path).to("cpu", dtype)
+    return load_released(path, dtype=dtype, **released)  # type: ignore[arg-type]

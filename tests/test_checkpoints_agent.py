@@ -17,7 +17,7 @@ from seed_story.checkpoints.safe_load import UnsafeCheckpointError, load_state_d
 from seed_story.checkpoints.strict import CheckpointMismatchError
 from seed_story.models.mllm import SeedStoryMLLM, add_lora, llama_config
 from seed_story.tokenizer import ImageTokenIds, build_byte_tokenizer
-from tests.helpers import story_batch
+from seed_story.toy import story_batch
 
 
 @pytest.fixture

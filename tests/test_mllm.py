@@ -9,7 +9,7 @@ from seed_story.checkpoints.remap import current_to_peft04
 from seed_story.interleave import image_slot_mask
 from seed_story.models.mllm import SeedStoryMLLM
 from seed_story.tokenizer import ImageTokenIds, build_byte_tokenizer
-from tests.helpers import story_batch
+from seed_story.toy import story_batch
 
 
 @pytest.fixture

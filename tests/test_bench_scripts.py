@@ -1,0 +1,44 @@
+"""The benchmark scripts stay runnable (tiny sizes on the CPU); they are measured by hand, not here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_profile_runs_on_cpu_at_tiny_size(tmp_path):
+    out = tmp_path / "profile.json"
+    cmd = [
+        sys.executable,
+        str(ROOT / "bench" / "gpu_profile.py"),
+        "--preset",
+        "tiny",
+        "--device",
+        "cpu",
+        "--story-steps",
+        "3",
+        "--image-steps",
+        "2",
+        "--text-tokens",
+        "8",
+        "--out",
+        str(out),
+    ]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    for key in (
+        "vit_ms_per_image_b1",
+        "decode_tokens_per_s_b4",
+        "unet_step_ms_b1",
+        "engine_story_seconds_b1",
+        "reference_story_seconds_b1",
+        "kv_mib_per_story",
+    ):
+        assert report[key] > 0, key
+    assert report["decoder_vs_transformers_max_rel_diff"] < 1e-4
