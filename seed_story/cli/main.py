@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import typer
 
-from seed_story.cli import models, pretrained
+from seed_story.cli import models, pretrained, render
 
 app = typer.Typer(
     help="SEED-Story: illustrated long stories, from the model to printed storybooks.",
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(models.app, name="models")
 app.add_typer(pretrained.app, name="pretrained")
+app.add_typer(render.app, name="render")
 
 
 @app.callback()

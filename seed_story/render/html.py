@@ -1,0 +1,45 @@
+"""The HTML storybook: cover, one spread per step, end page; works offline from a folder or a bucket."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from seed_story.render.records import StoryRecord
+from seed_story.render.templating import data_uri, environment, image_size
+
+BOOK_HTML = "book.html"
+
+
+def render_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bool = False, lang: str = "en") -> str:
+    """The book as one HTML string. Images are relative links, or inlined ``data:`` URIs with ``self_contained``.
+
+    Example::
+
+        record = LocalStore("store").read_story("run1", "story1")
+        html = render_book_html(record, Path("store/runs/run1/story1"), self_contained=True)
+    """
+    story_dir = Path(story_dir)
+
+    def src(name: str) -> str:
+        return data_uri(story_dir / name) if self_contained else name
+
+    steps = [{"text": s.text, "src": src(s.image), "size": image_size(story_dir / s.image)} for s in record.steps]
+    opening = record.opening_image
+    return (
+        environment()
+        .get_template("book.html.j2")
+        .render(
+            story=record,
+            lang=lang,
+            steps=steps,
+            opening_src=src(opening) if opening else None,
+            opening_size=image_size(story_dir / opening) if opening else (0, 0),
+        )
+    )
+
+
+def write_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bool = False) -> Path:
+    """Render and write ``book.html`` next to the story's images; returns its path."""
+    out = Path(story_dir) / BOOK_HTML
+    out.write_text(render_book_html(record, story_dir, self_contained=self_contained), encoding="utf-8")
+    return out

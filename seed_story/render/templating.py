@@ -1,0 +1,42 @@
+"""The Jinja2 environment shared by every renderer: autoescaped, strict, templates from ``templates/``."""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+from PIL import Image
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+
+
+@lru_cache(maxsize=4)
+def environment(templates_dir: Path = TEMPLATES_DIR) -> jinja2.Environment:
+    """A Jinja2 environment that escapes every ``{{ }}`` (whatever the file suffix) and fails on typos.
+
+    Example::
+
+        >>> environment().from_string("{{ x }}").render(x="<b>")
+        '&lt;b&gt;'
+    """
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """Pixel width and height of an image file."""
+    with Image.open(path) as im:
+        return im.size
+
+
+def data_uri(path: Path) -> str:
+    """The file as a ``data:`` URI, for self-contained books."""
+    mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
