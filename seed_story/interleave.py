@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from seed_story.tokenizer import ImageTokenIds, image_string
+from seed_story.tokenizer import ImageTokenIds
 
 
 def encode_prompt(
@@ -50,11 +50,3 @@ def image_slot_mask(input_ids: torch.Tensor, image_ids: ImageTokenIds) -> torch.
         raise ValueError(f"every picture must hold exactly {n} image tokens")
     return mask if input_ids.dim() == 2 else mask[0]
 
-
-def count_images(input_ids: torch.Tensor, image_ids: ImageTokenIds) -> int:
-    return int((input_ids == image_ids.boi).sum())
-
-
-def placeholder(num_image_tokens: int) -> str:
-    """The text that stands for one picture in a prompt."""
-    return image_string(num_image_tokens)

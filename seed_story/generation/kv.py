@@ -46,7 +46,6 @@ class StoryKV:
         self.length = 0
         self._alloc(batch_size, capacity)
         self.next_pos = torch.zeros(batch_size, dtype=torch.long, device=self.device)
-        self.peak_length = 0
 
     def _alloc(self, batch_size: int, capacity: int) -> None:
         h, d = self.shape
@@ -128,7 +127,6 @@ class StoryKV:
         self._pos[:, self.length : self.length + w] = positions
         self.length += w
         self.next_pos = self.next_pos + new_valid.to(self.device).sum(dim=1)
-        self.peak_length = max(self.peak_length, self.length)
 
     # -- rollback and compaction ----------------------------------------------------------------------
     def row_slots(self, row: int) -> torch.Tensor:
