@@ -49,4 +49,3 @@ def image_slot_mask(input_ids: torch.Tensor, image_ids: ImageTokenIds) -> torch.
     if not torch.equal(mask.sum(-1), counts * n):
         raise ValueError(f"every picture must hold exactly {n} image tokens")
     return mask if input_ids.dim() == 2 else mask[0]
-

@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import typer
 
-from seed_story.cli import models, pretrained, render
+from seed_story.cli import data, models, pretrained, render, train
 
 app = typer.Typer(
     help="SEED-Story: illustrated long stories, from the model to printed storybooks.",
@@ -20,6 +20,8 @@ app = typer.Typer(
 app.add_typer(models.app, name="models")
 app.add_typer(pretrained.app, name="pretrained")
 app.add_typer(render.app, name="render")
+app.add_typer(train.app, name="train")
+app.add_typer(data.app, name="data")
 
 
 @app.callback()

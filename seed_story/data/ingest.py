@@ -1,0 +1,54 @@
+"""One call from the released StoryStream layout to Parquet shards, with a report of what was skipped.
+
+The report is also written next to the shards as ``ingest-report.json``.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from seed_story.data.shards import ShardStore, as_store, write_shards
+from seed_story.data.storystream import IngestReport, StoryChunk, read_storystream
+
+REPORT_NAME = "ingest-report.json"
+
+
+def expand_jsonl(patterns: Iterable[str]) -> list[Path]:
+    """Files matching any of ``patterns`` (``**`` allowed), sorted and without duplicates."""
+    found = {Path(p) for pattern in patterns for p in glob.glob(pattern, recursive=True)}
+    return sorted(p for p in found if p.is_file())
+
+
+def ingest_storystream(
+    jsonl_files: Iterable[str | Path],
+    image_dir: str | Path,
+    store: ShardStore | str | Path,
+    *,
+    chunk_length: int = 10,
+    shard_size: int = 1000,
+    row_group_size: int = 32,
+) -> IngestReport:
+    """Validate, chunk and write every story of ``jsonl_files`` as shards into ``store``.
+
+    Example::
+
+        report = ingest_storystream(expand_jsonl(["george/*.jsonl"]), "image/george_full", "shards/george")
+        report.chunks_written, report.counts()  # e.g. 3000, {"missing_image": 2}
+    """
+    image_dir = Path(image_dir)
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"image folder not found: {image_dir}")
+    store = as_store(store)
+    report = IngestReport()
+    chunks = read_storystream(jsonl_files, image_dir, report, chunk_length=chunk_length)
+
+    def counted() -> Iterator[StoryChunk]:
+        for chunk in chunks:
+            report.chunks_written += 1
+            yield chunk
+
+    report.shards = write_shards(counted(), store, shard_size=shard_size, row_group_size=row_group_size)
+    store.put(REPORT_NAME, report.model_dump_json(indent=2).encode())
+    return report

@@ -1,0 +1,199 @@
+"""One training sequence from a story chunk, exactly as the reference's ``decode_long_story_data`` (facts §5.4).
+
+From a chunk of n captions and pictures: a length k uniform in 2..n; caption i followed by picture i;
+pictures 0..k-2 are context, picture k-1 the target. The ids are ``[BOS] + enc(instruction) + enc(response) +
+[EOS]`` with two separate encode calls; only the response is supervised, except the target's image tokens and
+``</img>`` (so ``<img>`` and EOS are learnt). A sequence of ``max_length`` tokens or more is dropped, never cut.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+from pydantic import Field
+from transformers import PreTrainedTokenizerBase
+
+from seed_story.config import StrictModel
+from seed_story.interleave import image_slot_mask
+from seed_story.models.visual_tokenizer import image_transform_batch
+from seed_story.tokenizer import INST, ImageTokenIds, image_string
+from seed_story.toy import Batch
+
+IGNORE_INDEX = -100
+
+
+class SequenceSettings(StrictModel):
+    """How chunks become sequences; the defaults are the stage-2 reference's (``george_sft.yaml``)."""
+
+    max_length: int = Field(default=1280, gt=0, description="sequences this long or longer are dropped")
+    pad_to_max_length: bool = Field(default=True, description="pad every batch to max_length, else to its longest")
+    num_image_tokens: int = Field(default=64, gt=0)
+    image_size: int = Field(default=448, gt=0)
+    keep_ratio: bool = Field(default=False, description="resize + centre-crop instead of squashing (stage 3)")
+
+
+@dataclass
+class Sample:
+    """One unpadded sequence: (L,) ids/labels/masks, (k,) picture masks, (k, 3, S, S) pictures."""
+
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    ids_cmp_mask: torch.Tensor
+    ids_gen_mask: torch.Tensor
+    embeds_cmp_mask: torch.Tensor
+    embeds_gen_mask: torch.Tensor
+    images: torch.Tensor
+    text: str
+    meta: dict[str, int | str] = field(default_factory=dict)
+
+
+@dataclass
+class TrainBatch:
+    """A right-padded batch (facts §2.5): (B, L) ``input_ids`` int64, ``attention_mask`` int64, ``labels``
+    int64, ``ids_cmp_mask``/``ids_gen_mask`` bool; (N,) ``embeds_cmp_mask``/``embeds_gen_mask`` bool and (N, 3,
+    S, S) float32 ``images`` over all N pictures of the batch, sample-major; ``texts`` and ``meta`` per sample.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    labels: torch.Tensor
+    ids_cmp_mask: torch.Tensor
+    ids_gen_mask: torch.Tensor
+    embeds_cmp_mask: torch.Tensor
+    embeds_gen_mask: torch.Tensor
+    images: torch.Tensor
+    texts: list[str]
+    meta: list[dict[str, int | str]]
+
+    def with_embeds(self, image_embeds: torch.Tensor) -> Batch:
+        """The MLLM's batch, once the frozen ViT has turned ``images`` into (N, tokens, dim) features."""
+        if image_embeds.shape[0] != self.images.shape[0]:
+            raise ValueError(f"need features for {self.images.shape[0]} pictures, got {image_embeds.shape[0]}")
+        return Batch(
+            input_ids=self.input_ids,
+            attention_mask=self.attention_mask,
+            labels=self.labels,
+            ids_cmp_mask=self.ids_cmp_mask,
+            ids_gen_mask=self.ids_gen_mask,
+            embeds_cmp_mask=self.embeds_cmp_mask,
+            embeds_gen_mask=self.embeds_gen_mask,
+            image_embeds=image_embeds,
+        )
+
+
+def sample_length(rng: random.Random, num_images: int) -> int:
+    """k = ``randint(0, n - 2) + 2``: the number of pictures used, uniform in 2..n (facts §5.4 step 1)."""
+    if num_images < 2:
+        raise ValueError(f"a story needs at least 2 pictures, got {num_images}")
+    return rng.randint(0, num_images - 2) + 2
+
+
+def story_texts(captions: Sequence[str], num_image_tokens: int) -> tuple[str, str]:
+    """(instruction, response) of captions 0..k-1: ``[INST]`` before every caption but the first."""
+    img = image_string(num_image_tokens)
+    instruction = captions[0] + img + "".join(INST + c + img for c in captions[1:-1])
+    return instruction, INST + captions[-1] + img
+
+
+def build_tokens(
+    tokenizer: PreTrainedTokenizerBase, image_ids: ImageTokenIds, captions: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """ids, labels, context-slot mask, target-slot mask and text of a story whose last picture is the target."""
+    instruction, response = story_texts(captions, len(image_ids.image))
+    prefix = [tokenizer.bos_token_id, *tokenizer.encode(instruction, add_special_tokens=False)]
+    target = [*tokenizer.encode(response, add_special_tokens=False), tokenizer.eos_token_id]
+    ids = torch.tensor([*prefix, *target], dtype=torch.long)
+    slots = image_slot_mask(ids, image_ids)
+    in_response = torch.arange(len(ids)) >= len(prefix)
+    labels = ids.clone()
+    labels[~in_response] = IGNORE_INDEX
+    labels[slots | (ids == image_ids.eoi)] = IGNORE_INDEX
+    return ids, labels, slots & ~in_response, slots & in_response, instruction + response
+
+
+def build_sequence(
+    tokenizer: PreTrainedTokenizerBase,
+    image_ids: ImageTokenIds,
+    captions: Sequence[str],
+    images: Sequence[Image.Image],
+    rng: random.Random | None,
+    settings: SequenceSettings | None = None,
+    *,
+    length: int | None = None,
+) -> Sample | None:
+    """A training sample from the first k (random, 2..n) captions and pictures; ``None`` if too long.
+
+    k is drawn from ``rng`` unless ``length`` gives it (already drawn with :func:`sample_length`, e.g. to
+    decode only the pictures used). ``images`` may hold only the first k pictures.
+
+    Example::
+
+        sample = build_sequence(tok, ImageTokenIds.from_tokenizer(tok, 64), captions, pictures, random.Random(0))
+        sample.input_ids.shape, sample.images.shape  # (L,), (k, 3, 448, 448)
+    """
+    settings = settings or SequenceSettings()
+    if len(image_ids.image) != settings.num_image_tokens:
+        raise ValueError(f"tokenizer has {len(image_ids.image)} image tokens, settings say {settings.num_image_tokens}")
+    if length is None:
+        if rng is None:
+            raise ValueError("build_sequence needs an rng or a length")
+        length = sample_length(rng, len(captions))
+    k = length
+    if not 2 <= k <= len(captions):
+        raise ValueError(f"length must be in 2..{len(captions)}, got {k}")
+    if len(images) < k:
+        raise ValueError(f"need at least {k} pictures, got {len(images)}")
+    ids, labels, cmp, gen, text = build_tokens(tokenizer, image_ids, captions[:k])
+    if len(ids) >= settings.max_length:
+        return None
+    is_target = torch.arange(k) == k - 1
+    return Sample(
+        input_ids=ids,
+        labels=labels,
+        ids_cmp_mask=cmp,
+        ids_gen_mask=gen,
+        embeds_cmp_mask=~is_target,
+        embeds_gen_mask=is_target,
+        images=image_transform_batch(
+            [im.convert("RGB") for im in images[:k]], settings.image_size, settings.keep_ratio
+        ),
+        text=text,
+    )
+
+
+def _pad(rows: list[torch.Tensor], length: int, value: int | bool) -> torch.Tensor:
+    return torch.stack([torch.cat([r, torch.full((length - len(r),), value, dtype=r.dtype)]) for r in rows])
+
+
+def collate(samples: Sequence[Sample], pad_token_id: int, pad_to: int | None = None) -> TrainBatch:
+    """Right-pad and stack per-token tensors; concatenate pictures and picture masks along dim 0 (facts §5.3).
+
+    ``pad_to`` (e.g. ``max_length``) fixes the padded length; ``None`` pads to the longest sample.
+
+    Example::
+
+        loader = DataLoader(dataset, batch_size=30, collate_fn=functools.partial(collate, pad_token_id=0))
+    """
+    if not samples:
+        raise ValueError("collate needs at least one sample")
+    longest = max(len(s.input_ids) for s in samples)
+    length = longest if pad_to is None else pad_to
+    if length < longest:
+        raise ValueError(f"pad_to={pad_to} is shorter than the longest sample ({longest})")
+    lengths = torch.tensor([len(s.input_ids) for s in samples])
+    return TrainBatch(
+        input_ids=_pad([s.input_ids for s in samples], length, pad_token_id),
+        attention_mask=(torch.arange(length) < lengths[:, None]).long(),
+        labels=_pad([s.labels for s in samples], length, IGNORE_INDEX),
+        ids_cmp_mask=_pad([s.ids_cmp_mask for s in samples], length, False),
+        ids_gen_mask=_pad([s.ids_gen_mask for s in samples], length, False),
+        embeds_cmp_mask=torch.cat([s.embeds_cmp_mask for s in samples]),
+        embeds_gen_mask=torch.cat([s.embeds_gen_mask for s in samples]),
+        images=torch.cat([s.images for s in samples]),
+        texts=[s.text for s in samples],
+        meta=[s.meta for s in samples],
+    )

@@ -1,0 +1,146 @@
+"""Training configs: one ``TrainConfig`` per run, with each stage's reference defaults (facts §6).
+
+Config files are YAML or JSON with the same keys; keys a file leaves out take the stage's defaults.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, model_validator
+
+from seed_story.config import StrictModel
+
+Stage = Literal["stage1", "stage2", "stage3"]
+STAGES: tuple[str, ...] = ("stage1", "stage2", "stage3")
+
+# The reference's hyper-parameters (facts §6). Stage 1 was never released: it reuses stage 3's optimiser
+# settings (same network, same objective) without gradient accumulation, for as many steps as the
+# released stage-1 checkpoint's name says (checkpoint-55000).
+STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "stage1": dict(
+        learning_rate=1e-4,
+        weight_decay=0.03,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        max_steps=55000,
+        save_every=5000,
+        warmup_steps=500,
+        min_lr_ratio=0.01,
+        gradient_accumulation_steps=1,
+    ),
+    "stage2": dict(
+        learning_rate=1e-4,
+        weight_decay=0.05,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+        max_steps=6000,
+        save_every=3000,
+        warmup_steps=100,
+        min_lr_ratio=0.05,
+        gradient_accumulation_steps=1,
+    ),
+    "stage3": dict(
+        learning_rate=1e-4,
+        weight_decay=0.03,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        max_steps=1600,
+        save_every=1600,
+        warmup_steps=500,
+        min_lr_ratio=0.01,
+        gradient_accumulation_steps=4,
+    ),
+}
+
+
+class ToyData(StrictModel):
+    """Generated toy stories (``seed_story.toy``) with synthetic pictures: for tests and smoke runs.
+
+    Stage 1 gets pictures of single scenes, stage 2 interleaved stories, stage 3 both. The StoryStream
+    Parquet source will join this one as another ``kind`` of a discriminated union.
+    """
+
+    kind: Literal["toy"] = "toy"
+    batch_size: int = Field(4, gt=0)
+    min_scenes: int = Field(2, ge=2)
+    max_scenes: int = Field(6, ge=2)
+
+    @model_validator(mode="after")
+    def _check(self) -> ToyData:
+        if self.max_scenes < self.min_scenes:
+            raise ValueError(f"max_scenes {self.max_scenes} < min_scenes {self.min_scenes}")
+        return self
+
+
+class TrainConfig(StrictModel):
+    """Everything one training run needs; build with :meth:`for_stage` to get the stage's defaults.
+
+    ``init`` is the checkpoint to start from (a native checkpoint or a released ``pretrained/`` folder);
+    without it the ``preset`` is built at random. Stage 3 starts from stage 2's output (``init``) and may
+    take its starting de-tokenizer from a stage-1 output (``detokenizer_init``).
+
+    Example::
+
+        cfg = TrainConfig.for_stage("stage3", output_dir="runs/s3", init="runs/s2/final")
+    """
+
+    stage: Stage
+    output_dir: str
+    preset: str = "tiny"
+    init: str | None = None
+    detokenizer_init: str | None = None
+    seed: int = 0
+    max_steps: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    betas: tuple[float, float]
+    eps: float = Field(gt=0)
+    warmup_steps: int = Field(ge=0)
+    min_lr_ratio: float = Field(ge=0, le=1)
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"
+    log_every: int = Field(10, gt=0, description="log a line every N optimiser steps (CSV/JSONL get every step)")
+    save_every: int = Field(gt=0, description="write a resumable checkpoint every N optimiser steps")
+    keep_checkpoints: int = Field(2, gt=0, description="resumable checkpoints kept on disk (oldest deleted)")
+    full_unet: bool = Field(False, description="stages 1/3: train the whole UNet, not only to_k/to_v")
+    resume: bool = Field(False, description="continue from the newest checkpoint in output_dir")
+    data: ToyData = Field(default_factory=ToyData)
+
+    @classmethod
+    def for_stage(cls, stage: str, **values: Any) -> TrainConfig:
+        """The stage's reference defaults, overridden by ``values``."""
+        if stage not in STAGE_DEFAULTS:
+            raise ValueError(f"unknown stage {stage!r}; expected one of {STAGES}")
+        return cls.model_validate({**STAGE_DEFAULTS[stage], **values, "stage": stage})
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a ``.yaml``/``.yml``/``.json`` file."""
+    path = Path(path)
+    text = path.read_text()
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def load_train_config(path: str | Path, stage: str | None = None, **overrides: Any) -> TrainConfig:
+    """Read a YAML/JSON training config; ``stage`` (e.g. from the command line) must agree with the file's.
+
+    Example::
+
+        cfg = load_train_config("configs/train/tiny_stage2.yaml", "stage2", resume=True)
+    """
+    data = read_config_file(path)
+    file_stage = data.pop("stage", None)
+    if stage and file_stage and stage != file_stage:
+        raise ValueError(f"{path} is a {file_stage} config, not {stage}")
+    chosen = stage or file_stage
+    if chosen is None:
+        raise ValueError(f"{path} names no stage; pass one (stage1, stage2 or stage3)")
+    return TrainConfig.for_stage(chosen, **{**data, **overrides})

@@ -1,0 +1,50 @@
+"""Build a stage's networks, data and trainer from a ``TrainConfig``: what ``seed-story train`` calls."""
+
+from __future__ import annotations
+
+from accelerate import PartialState
+
+from seed_story.checkpoints.native import load_part
+from seed_story.components import Components, build_random, load_components
+from seed_story.config import ModelConfig
+from seed_story.training.config import TrainConfig
+from seed_story.training.sources import toy_batches
+from seed_story.training.tasks import Stage1Task, Stage2Task, Stage3Task, StageTask
+from seed_story.training.trainer import Trainer, TrainResult
+
+
+def build_components(cfg: TrainConfig) -> Components:
+    """The starting networks: ``init`` (native checkpoint or released folder) or the preset at random."""
+    if cfg.stage == "stage3" and cfg.init is None:
+        raise ValueError("stage 3 adapts the de-tokenizer to a trained MLLM: set init to stage 2's output folder")
+    if cfg.init is None:
+        parts = build_random(ModelConfig.from_preset(cfg.preset), seed=cfg.seed)
+    else:
+        parts = load_components(cfg.init)
+    if cfg.detokenizer_init is not None:
+        load_part(cfg.detokenizer_init, "detokenizer", parts.detokenizer)
+    return parts
+
+
+def build_task(cfg: TrainConfig, parts: Components | None = None) -> StageTask:
+    """The stage's task object over ``parts`` (built from ``cfg`` when not given)."""
+    parts = parts if parts is not None else build_components(cfg)
+    if cfg.stage == "stage2":
+        return Stage2Task(parts)
+    task = Stage1Task if cfg.stage == "stage1" else Stage3Task
+    return task(parts, full_unet=cfg.full_unet)
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Run (or resume) one stage end to end; returns where the outputs went.
+
+    Example::
+
+        result = train(TrainConfig.for_stage("stage2", output_dir="runs/s2", max_steps=50,
+                                             mixed_precision="no"))
+        result.checkpoint  # runs/s2/final, readable by load_components
+    """
+    task = build_task(cfg)
+    # Each data-parallel rank draws its own toy stream (a real dataset shards itself across ranks).
+    batches = toy_batches(cfg.stage, cfg.data, task.parts, cfg.seed + PartialState().process_index)
+    return Trainer(cfg, task, batches).fit()

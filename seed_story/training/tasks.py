@@ -1,0 +1,167 @@
+"""What each stage trains and how its loss is computed, as small task objects the trainer drives.
+
+A task owns the networks of a run: ``module`` is the one network the optimiser updates (given to
+``accelerator.prepare``), every other network is frozen and runs under ``no_grad``. ``loss(model, batch)``
+takes the *prepared* module, so data-parallel wrappers see the forward.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler
+from peft import PeftModel
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+from seed_story.components import Components
+from seed_story.models.detokenizer import Detokenizer, build_noise_scheduler
+from seed_story.models.mllm import SeedStoryMLLM
+
+
+class StageTask(Protocol):
+    """The interface the trainer needs from a stage."""
+
+    stage: str
+    module: nn.Module
+    parts: Components
+
+    def to(self, device: torch.device, frozen_dtype: torch.dtype) -> None: ...
+
+    def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]: ...
+
+
+def unmerge_lora(mllm: SeedStoryMLLM) -> None:
+    """Undo ``merge_lora_for_inference``: training a merged model would train LoRA on top of itself."""
+    if isinstance(mllm.llm, PeftModel) and any(isinstance(m, LoraLayer) and m.merged for m in mllm.llm.modules()):
+        mllm.llm.unmerge_adapter()
+
+
+def set_mllm_trainable(mllm: SeedStoryMLLM) -> list[str]:
+    """Stage 2's trainable set (facts §6): LoRA, the norm copies, embed_tokens, lm_head, both resamplers
+    except their fixed sin-cos ``pos_embed``. Returns the names made trainable."""
+    if not isinstance(mllm.llm, PeftModel):
+        raise ValueError("stage 2 trains LoRA: the MLLM's LLM must be LoRA-wrapped (build it with lora=True)")
+    unmerge_lora(mllm)
+    mllm.requires_grad_(False)
+    names = []
+    for name, p in mllm.named_parameters():
+        in_llm = any(k in name for k in ("lora_", "modules_to_save", "embed_tokens", "lm_head"))
+        in_resampler = name.startswith(("input_resampler.", "output_resampler.")) and not name.endswith("pos_embed")
+        # peft's untouched `original_module` norm copies get no gradient; leave them frozen (facts §6).
+        if (in_llm or in_resampler) and "original_module" not in name:
+            p.requires_grad_(True)
+            names.append(name)
+    return names
+
+
+def _batch_kwargs(batch: Any) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in vars(batch).items() if k != "images"}
+
+
+class Stage2Task:
+    """MLLM instruction tuning: next-token CE + cosine regression of the target's ViT features.
+
+    A batch carries either ``image_embeds`` (ViT features) or pixel ``images`` that the frozen ViT
+    encodes under ``no_grad``.
+    """
+
+    stage = "stage2"
+
+    def __init__(self, parts: Components) -> None:
+        self.parts = parts
+        self.module = parts.mllm
+        set_mllm_trainable(parts.mllm)
+        parts.visual_tokenizer.eval().requires_grad_(False)
+
+    def to(self, device: torch.device, frozen_dtype: torch.dtype) -> None:
+        self.module.to(device)
+        self.parts.visual_tokenizer.to(device=device, dtype=frozen_dtype)
+
+    def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        kwargs = _batch_kwargs(batch)
+        if kwargs.get("image_embeds") is None and getattr(batch, "images", None) is not None:
+            with torch.no_grad():
+                kwargs["image_embeds"] = self.parts.visual_tokenizer(batch.images).float()
+        out = model(**kwargs)
+        return {"loss": out.loss, "lm_loss": out.lm_loss.detach(), "rec_loss": out.rec_loss.detach()}
+
+
+class DenoisingModel(nn.Module):
+    """The de-tokenizer with its training objective as ``forward``, so data-parallel wrappers see it."""
+
+    def __init__(self, detokenizer: Detokenizer, noise_scheduler: DDPMScheduler) -> None:
+        super().__init__()
+        self.detokenizer = detokenizer
+        self.noise_scheduler = noise_scheduler
+
+    def forward(self, latents: torch.Tensor, features: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
+        return self.detokenizer.denoising_loss(latents, features, time_ids, self.noise_scheduler)
+
+
+@torch.no_grad()
+def encode_latents(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
+    """Scaled VAE latents of pictures in [-1, 1], sampled from the posterior as the reference does."""
+    ref = next(vae.parameters())
+    latents = vae.encode(images.to(device=ref.device, dtype=ref.dtype)).latent_dist.sample()
+    return (latents * vae.config.scaling_factor).float()
+
+
+class Stage1Task:
+    """De-tokenizer pre-training: denoise the VAE latents of a picture given the frozen ViT's features of it.
+
+    Trainable: the resampler and every UNet ``to_k``/``to_v`` (``Detokenizer.set_trainable``), or with
+    ``full_unet`` the whole UNet too (the reference's ``full_ft=True`` option).
+    """
+
+    stage = "stage1"
+
+    def __init__(self, parts: Components, *, full_unet: bool = False) -> None:
+        self.parts = parts
+        parts.detokenizer.set_trainable()
+        if full_unet:
+            parts.detokenizer.unet.requires_grad_(True)
+        self.module = DenoisingModel(parts.detokenizer, build_noise_scheduler(parts.config.detokenizer.scheduler))
+        for frozen in self._frozen():
+            frozen.eval().requires_grad_(False)
+
+    def _frozen(self) -> list[nn.Module]:
+        return [self.parts.visual_tokenizer, self.parts.vae]
+
+    def to(self, device: torch.device, frozen_dtype: torch.dtype) -> None:
+        self.module.to(device)
+        for frozen in self._frozen():
+            frozen.to(device=device, dtype=frozen_dtype)
+
+    def condition(self, batch: Any) -> torch.Tensor:
+        with torch.no_grad():
+            return self.parts.visual_tokenizer(batch.vit_images).float()
+
+    def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
+        features = self.condition(batch)
+        return {"loss": model(encode_latents(self.parts.vae, batch.images), features, batch.time_ids)}
+
+
+class Stage3Task(Stage1Task):
+    """De-tokenizer adaptation: as stage 1, conditioned on the frozen stage-2 MLLM's regressed features.
+
+    The MLLM runs teacher-forced on the batch's interleaved ``sequence`` (``return_recon_image_embeds``);
+    its output-resampler features for each target image condition the de-tokenizer.
+    """
+
+    stage = "stage3"
+
+    def __init__(self, parts: Components, *, full_unet: bool = False) -> None:
+        unmerge_lora(parts.mllm)  # a merged MLLM would be run with LoRA applied twice by peft's forward
+        super().__init__(parts, full_unet=full_unet)
+
+    def _frozen(self) -> list[nn.Module]:
+        return [self.parts.vae, self.parts.mllm, self.parts.visual_tokenizer]
+
+    def condition(self, batch: Any) -> torch.Tensor:
+        with torch.no_grad():
+            out = self.parts.mllm(**vars(batch.sequence), return_recon_image_embeds=True)
+        if out.recon_image_embeds is None or out.recon_image_embeds.shape[0] != batch.images.shape[0]:
+            raise ValueError("stage 3 needs exactly one target image per sequence and one picture per target")
+        return out.recon_image_embeds.float()

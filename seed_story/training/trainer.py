@@ -1,0 +1,221 @@
+"""One trainer for the three stages, on ``accelerate`` (facts §6 mechanics).
+
+An optimiser step consumes ``gradient_accumulation_steps`` batches. Every ``save_every`` steps the trainer
+writes ``checkpoints/checkpoint-{step}/``: ``accelerator.save_state`` (trainable module, AdamW state, LR
+schedule, python/numpy/torch RNG) plus ``trainer_state.json`` (step, batches consumed), written last so a
+folder with it is complete. Resuming restores all of it and skips the batches already consumed, so an
+interrupted run ends with exactly the weights of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedType, set_seed
+from torch import nn
+
+from seed_story.checkpoints.native import save_checkpoint
+from seed_story.training.config import TrainConfig
+from seed_story.training.metrics import MetricsLog
+from seed_story.training.schedule import build_lr_scheduler
+from seed_story.training.tasks import DenoisingModel, StageTask
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.json"
+FROZEN_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass
+class TrainResult:
+    """Where a finished run put its outputs."""
+
+    checkpoint: Path
+    metrics_csv: Path
+    metrics_jsonl: Path
+    plot: Path
+    steps: int
+    losses: list[float]
+
+
+def move_batch(batch: Any, device: torch.device) -> Any:
+    """A copy of a (possibly nested) dataclass batch with every tensor on ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if is_dataclass(batch) and not isinstance(batch, type):
+        return replace(batch, **{f.name: move_batch(getattr(batch, f.name), device) for f in fields(batch)})
+    return batch
+
+
+def _number(value: torch.Tensor | None) -> float:
+    # DeepSpeed clips inside its engine, and accelerate then returns no norm.
+    return float("nan") if value is None else float(value)
+
+
+class StateDictModule(nn.Module):
+    """Stands in for a module whose full state dict was gathered elsewhere, so ``save_checkpoint`` can write it."""
+
+    def __init__(self, state: dict[str, torch.Tensor], prefix: str = "") -> None:
+        super().__init__()
+        self._state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return dict(self._state)
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The complete checkpoint with the highest step under ``directory``, if any."""
+    done = [p.parent for p in directory.glob(f"checkpoint-*/{STATE_FILE}")]
+    return max(done, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+class Trainer:
+    """Train ``task.module`` on ``batches`` as ``cfg`` says; :meth:`fit` returns a :class:`TrainResult`.
+
+    ``batches`` is any iterable of batches the task understands; on resume it must yield the same batches
+    from the beginning again (the trainer skips the ones already consumed).
+
+    Example::
+
+        parts = build_random(ModelConfig.from_preset("tiny"))
+        cfg = TrainConfig.for_stage("stage2", output_dir="runs/s2", max_steps=20, mixed_precision="no")
+        result = Trainer(cfg, Stage2Task(parts), toy_batches("stage2", cfg.data, parts, 0)).fit()
+    """
+
+    def __init__(self, cfg: TrainConfig, task: StageTask, batches: Iterable[Any]) -> None:
+        self.cfg = cfg
+        self.task = task
+        self.batches = batches
+        self.output_dir = Path(cfg.output_dir)
+        self.checkpoint_dir = self.output_dir / "checkpoints"
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        set_seed(cfg.seed)
+        acc = Accelerator(
+            mixed_precision=cfg.mixed_precision,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            step_scheduler_with_optimizer=False,
+        )
+        self.task.to(acc.device, FROZEN_DTYPES[cfg.mixed_precision])
+        params = [p for p in self.task.module.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"{cfg.stage}: the task left no trainable parameter")
+        optimizer = torch.optim.AdamW(
+            params, lr=cfg.learning_rate, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+        scheduler = build_lr_scheduler(
+            optimizer, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps, min_lr_ratio=cfg.min_lr_ratio
+        )
+        model, optimizer, scheduler = acc.prepare(self.task.module, optimizer, scheduler)
+
+        step, consumed = self._resume(acc)
+        metrics = MetricsLog(self.output_dir, keep_until=step) if acc.is_main_process else None
+        stream = itertools.islice(iter(self.batches), consumed, None)
+        model.train()
+        while step < cfg.max_steps:
+            started = time.perf_counter()
+            lr = scheduler.get_last_lr()[0]
+            sums: dict[str, float] = {}
+            grad_norm: torch.Tensor | None = None
+            for _ in range(cfg.gradient_accumulation_steps):
+                batch = move_batch(next(stream), acc.device)
+                consumed += 1
+                with acc.accumulate(model), acc.autocast():
+                    losses = self.task.loss(model, batch)
+                    acc.backward(losses["loss"])
+                    if acc.sync_gradients:
+                        grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                    optimizer.step()  # a no-op until the last batch of the accumulation
+                    if acc.sync_gradients:
+                        scheduler.step()  # once per optimiser step (step_scheduler_with_optimizer=False)
+                    optimizer.zero_grad(set_to_none=True)
+                for key, value in losses.items():
+                    mean = acc.reduce(value.detach().float(), reduction="mean")  # over data-parallel ranks
+                    sums[key] = sums.get(key, 0.0) + float(mean) / cfg.gradient_accumulation_steps
+            step += 1
+            row = {"step": step, "lr": lr, **sums, "grad_norm": _number(grad_norm), "batches": consumed}
+            row["seconds"] = round(time.perf_counter() - started, 4)
+            if metrics is not None:
+                metrics.append(row)
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                log.info("%s step %d/%d loss %.4f lr %.3g", cfg.stage, step, cfg.max_steps, row["loss"], lr)
+            if step % cfg.save_every == 0 or step == cfg.max_steps:
+                self._save_state(acc, step, consumed)
+        return self._finish(acc, model, metrics, step)
+
+    def _resume(self, acc: Accelerator) -> tuple[int, int]:
+        """(step, batches consumed) of the newest checkpoint when resuming, else (0, 0)."""
+        ckpt = latest_checkpoint(self.checkpoint_dir) if self.cfg.resume else None
+        if ckpt is None:
+            if self.cfg.resume:
+                log.info("no checkpoint in %s: starting from step 0", self.checkpoint_dir)
+            return 0, 0
+        state = json.loads((ckpt / STATE_FILE).read_text())
+        if state["stage"] != self.cfg.stage:
+            raise ValueError(f"{ckpt} is a {state['stage']} checkpoint; this run is {self.cfg.stage}")
+        acc.load_state(str(ckpt))
+        log.info("resumed from %s (step %d)", ckpt, state["step"])
+        return int(state["step"]), int(state["batches_consumed"])
+
+    def _save_state(self, acc: Accelerator, step: int, consumed: int) -> None:
+        path = self.checkpoint_dir / f"checkpoint-{step}"
+        acc.save_state(str(path))
+        if acc.is_main_process:
+            state = {"stage": self.cfg.stage, "step": step, "batches_consumed": consumed}
+            (path / STATE_FILE).write_text(json.dumps(state, indent=2))
+            done = sorted(
+                (p.parent for p in self.checkpoint_dir.glob(f"checkpoint-*/{STATE_FILE}")),
+                key=lambda p: int(p.name.split("-")[-1]),
+            )
+            for old in done[: -self.cfg.keep_checkpoints]:
+                shutil.rmtree(old)
+        acc.wait_for_everyone()
+
+    def _gathered_state(self, acc: Accelerator, model: nn.Module) -> dict[str, nn.Module] | None:
+        """Under FSDP the trained module's parameters are sharded: gather them (on every rank) for the export."""
+        if acc.distributed_type != DistributedType.FSDP:
+            return None
+        state = acc.get_state_dict(model)
+        if isinstance(self.task.module, DenoisingModel):
+            return {"detokenizer": StateDictModule(state, prefix="detokenizer.")}
+        return {"mllm": StateDictModule(state)}
+
+    def _finish(self, acc: Accelerator, model: nn.Module, metrics: MetricsLog | None, step: int) -> TrainResult:
+        """Write the native checkpoint (every network + tokenizer, so ``load_components`` reads it) and the plot."""
+        final = self.output_dir / "final"
+        acc.wait_for_everyone()
+        trained = self._gathered_state(acc, model)
+        if acc.is_main_process:
+            parts = self.task.parts
+            modules: dict[str, nn.Module] = {
+                "visual_tokenizer": parts.visual_tokenizer,
+                "mllm": parts.mllm,
+                "detokenizer": parts.detokenizer,
+                "vae": parts.vae,
+            }
+            if trained is not None:
+                modules.update(trained)
+            meta = {"stage": self.cfg.stage, "steps": step, "train_config": self.cfg.model_dump(mode="json")}
+            save_checkpoint(final, parts.config, modules, tokenizer=parts.tokenizer, metadata=meta)
+        # Only the main process keeps metrics; the others return the same paths.
+        plot = metrics.plot(f"{self.cfg.stage}: {step} steps") if metrics else self.output_dir / "loss.png"
+        losses = [r["loss"] for r in metrics.rows] if metrics else []
+        return TrainResult(
+            checkpoint=final,
+            metrics_csv=self.output_dir / "metrics.csv",
+            metrics_jsonl=self.output_dir / "metrics.jsonl",
+            plot=plot,
+            steps=step,
+            losses=losses,
+        )
