@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from typer.testing import CliRunner
 from seed_story.checkpoints.native import load_part, read_manifest, save_checkpoint
 from seed_story.cli.main import app
 from seed_story.components import build_random, load_components
+from seed_story.data.sequence import TrainBatch
 from seed_story.generation.decoder import merge_lora_for_inference
 from seed_story.training import TrainConfig, train
 from seed_story.training.run import build_task
@@ -154,23 +154,12 @@ def test_stage2_encodes_pixel_images_with_the_frozen_vit(tiny_config: Any) -> No
     batch = next(toy_batches("stage2", _cfg("stage2", Path("unused")).data, parts, seed=0))
     fields = {k: v for k, v in vars(batch).items() if k != "image_embeds"}
     n, size = batch.image_embeds.shape[0], tiny_config.vision.image_size
-    pixels = PixelBatch(**fields, images=torch.randn(n, 3, size, size))
+    b = batch.input_ids.shape[0]
+    pixels = TrainBatch(**fields, images=torch.randn(n, 3, size, size), texts=[""] * b, meta=[{}] * b)
     losses = task.loss(parts.mllm.train(), pixels)
     losses["loss"].backward()
     assert parts.mllm.input_resampler.query.grad is not None
     assert all(p.grad is None for p in parts.visual_tokenizer.parameters())
-
-
-@dataclass
-class PixelBatch:
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    labels: torch.Tensor
-    ids_cmp_mask: torch.Tensor
-    ids_gen_mask: torch.Tensor
-    embeds_cmp_mask: torch.Tensor
-    embeds_gen_mask: torch.Tensor
-    images: torch.Tensor
 
 
 def test_gathered_state_dict_exports_like_the_module(tiny_config: Any, tmp_path: Path) -> None:

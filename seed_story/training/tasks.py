@@ -56,8 +56,21 @@ def set_mllm_trainable(mllm: SeedStoryMLLM) -> list[str]:
     return names
 
 
+# What SeedStoryMLLM.forward reads; batches may carry more (pixels, texts, provenance).
+_MLLM_FIELDS = (
+    "input_ids",
+    "attention_mask",
+    "labels",
+    "image_embeds",
+    "ids_cmp_mask",
+    "ids_gen_mask",
+    "embeds_cmp_mask",
+    "embeds_gen_mask",
+)
+
+
 def _batch_kwargs(batch: Any) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in vars(batch).items() if k != "images"}
+    return {k: getattr(batch, k) for k in _MLLM_FIELDS if getattr(batch, k, None) is not None}
 
 
 class Stage2Task:
