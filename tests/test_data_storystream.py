@@ -20,7 +20,7 @@ from seed_story.data.shards import SHARD_SCHEMA, LocalStore, read_chunks, write_
 from seed_story.data.storystream import IngestReport, StoryChunk, read_storystream
 from seed_story.tokenizer import build_byte_tokenizer
 
-SETTINGS = SequenceSettings(num_image_tokens=16, image_size=28)
+SETTINGS = SequenceSettings(num_image_tokens=16, image_size=28, min_resolution=0)
 
 
 def story(story_id: int, n: int, *, captions: int | None = None) -> dict:

@@ -10,6 +10,11 @@ consumes to :meth:`StoryStreamDataset.observe`, saves :meth:`~StoryStreamDataset
 later restores it with ``load_state_dict`` before building the ``DataLoader``; the same number of workers
 and batch size then produces exactly the batches that had not been consumed, in the same order. Every random
 choice (k, row order) is a function of the seed and the position, never of the history.
+
+Samples are dropped, never cut or crashed on, when the sequence is ``max_length`` tokens or longer or when the
+chunk's last picture fails the reference's size filter (``passes_filter``: it checks the last of the n loaded
+pictures only). Each yielded sample's ``meta`` counts the drops before it, so ``observe`` totals them in
+``dropped`` (and in the state dict) in the main process.
 """
 
 from __future__ import annotations
@@ -24,7 +29,14 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from transformers import PreTrainedTokenizerBase
 
-from seed_story.data.sequence import Sample, SequenceSettings, TrainBatch, build_sequence, sample_length
+from seed_story.data.sequence import (
+    Sample,
+    SequenceSettings,
+    TrainBatch,
+    build_sequence,
+    passes_filter,
+    sample_length,
+)
 from seed_story.data.shards import ShardStore, as_store, read_row_group, row_groups
 from seed_story.data.storystream import StoryChunk
 from seed_story.tokenizer import ImageTokenIds
@@ -69,6 +81,7 @@ class StoryStreamDataset(IterableDataset):
         self.num_workers: int | None = None
         self.samples_consumed = 0
         self.batches_consumed = 0
+        self.dropped = {"too_long": 0, "small_or_odd_picture": 0}
 
     def _consumer(self) -> tuple[int, int]:
         info = get_worker_info()
@@ -109,16 +122,23 @@ class StoryStreamDataset(IterableDataset):
         # iterator; rotating the roles makes a resumed loader continue exactly where the last one stopped.
         role = (worker + self.batches_consumed) % num_workers
         start = self.next_positions.get(role, 0)
+        dropped = dict.fromkeys(self.dropped, 0)  # since the last sample this consumer yielded
         for position, chunk in self._chunks(self.rank * num_workers + role, self.world_size * num_workers, start):
             rng = random.Random(f"{self.seed}:{self.rank}:{role}:{position}")
             k = sample_length(rng, len(chunk.captions))
+            if not passes_filter(Image.open(io.BytesIO(chunk.images[-1])), self.settings):
+                dropped["small_or_odd_picture"] += 1
+                continue
             images = [Image.open(io.BytesIO(data)) for data in chunk.images[:k]]
             sample = build_sequence(
                 self.tokenizer, self.image_ids, chunk.captions, images, None, self.settings, length=k
             )
             if sample is None:
-                continue  # too long: dropped, as the reference does
+                dropped["too_long"] += 1  # dropped, as the reference does
+                continue
             sample.meta = {"chunk_id": chunk.chunk_id, "worker": role, "num_workers": num_workers, "position": position}
+            sample.meta.update({f"dropped_{key}": count for key, count in dropped.items()})
+            dropped = dict.fromkeys(self.dropped, 0)
             yield sample
 
     def observe(self, batch: TrainBatch) -> None:
@@ -129,6 +149,8 @@ class StoryStreamDataset(IterableDataset):
             self.num_workers = int(meta["num_workers"])
             self.next_positions[worker] = max(self.next_positions.get(worker, 0), position + 1)
             self.samples_consumed += 1
+            for key in self.dropped:
+                self.dropped[key] += int(meta.get(f"dropped_{key}", 0))
 
     def state_dict(self) -> dict[str, Any]:
         """Where this rank's stream stands: JSON-ready, to save with a checkpoint."""
@@ -140,6 +162,7 @@ class StoryStreamDataset(IterableDataset):
             "samples_consumed": self.samples_consumed,
             "batches_consumed": self.batches_consumed,
             "next_positions": {str(w): p for w, p in sorted(self.next_positions.items())},
+            "dropped": dict(self.dropped),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -151,3 +174,4 @@ class StoryStreamDataset(IterableDataset):
         self.samples_consumed = int(state["samples_consumed"])
         self.batches_consumed = int(state["batches_consumed"])
         self.next_positions = {int(w): int(p) for w, p in state["next_positions"].items()}
+        self.dropped.update({k: int(v) for k, v in state.get("dropped", {}).items()})

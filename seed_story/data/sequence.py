@@ -12,6 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from PIL import Image
 from pydantic import Field
@@ -34,6 +35,12 @@ class SequenceSettings(StrictModel):
     num_image_tokens: int = Field(default=64, gt=0)
     image_size: int = Field(default=448, gt=0)
     keep_ratio: bool = Field(default=False, description="resize + centre-crop instead of squashing (stage 3)")
+    sd_size: int | None = Field(default=None, gt=0, description="also give the target's SD pixels (stages 1/3)")
+    swap_crop_offsets: bool = Field(
+        default=True, description="reference quirk: time_ids carry the horizontal crop offset in the 'top' slot"
+    )
+    min_resolution: int = Field(default=128, ge=0, description="reject if the last picture has a shorter side")
+    min_aspect_ratio: float = Field(default=0.2, gt=0, le=1, description="reject width/height outside [r, 1/r]")
 
 
 @dataclass
@@ -49,6 +56,8 @@ class Sample:
     images: torch.Tensor
     text: str
     meta: dict[str, int | str] = field(default_factory=dict)
+    sd_image: torch.Tensor | None = None
+    time_ids: torch.Tensor | None = None
 
 
 @dataclass
@@ -56,6 +65,8 @@ class TrainBatch:
     """A right-padded batch (facts §2.5): (B, L) ``input_ids`` int64, ``attention_mask`` int64, ``labels``
     int64, ``ids_cmp_mask``/``ids_gen_mask`` bool; (N,) ``embeds_cmp_mask``/``embeds_gen_mask`` bool and (N, 3,
     S, S) float32 ``images`` over all N pictures of the batch, sample-major; ``texts`` and ``meta`` per sample.
+    With ``SequenceSettings.sd_size`` set, (B, 3, sd, sd) ``sd_images`` of each sample's target in [-1, 1] and
+    (B, 6) float32 ``time_ids``; otherwise both are ``None``.
     """
 
     input_ids: torch.Tensor
@@ -68,6 +79,13 @@ class TrainBatch:
     images: torch.Tensor
     texts: list[str]
     meta: list[dict[str, int | str]]
+    sd_images: torch.Tensor | None = None
+    time_ids: torch.Tensor | None = None
+
+    @property
+    def target_images(self) -> torch.Tensor:
+        """(B, 3, S, S) ViT pixels of each sample's target picture (the one ``embeds_gen_mask`` marks)."""
+        return self.images[self.embeds_gen_mask]
 
     def with_embeds(self, image_embeds: torch.Tensor) -> Batch:
         """The MLLM's batch, once the frozen ViT has turned ``images`` into (N, tokens, dim) features."""
@@ -83,6 +101,41 @@ class TrainBatch:
             embeds_gen_mask=self.embeds_gen_mask,
             image_embeds=image_embeds,
         )
+
+
+def passes_filter(image: Image.Image, settings: SequenceSettings) -> bool:
+    """The reference's size check (facts §5.4 step 2): both sides >= ``min_resolution`` and width/height in
+    [``min_aspect_ratio``, 1 / ``min_aspect_ratio``]. Only the header is read, not the pixels."""
+    w, h = image.size
+    if min(w, h) < settings.min_resolution or min(w, h) == 0:
+        return False
+    return settings.min_aspect_ratio <= w / h <= 1 / settings.min_aspect_ratio
+
+
+def sd_transform(image: Image.Image, size: int, swap_crop_offsets: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, size, size) SD pixels in [-1, 1] and (6,) ``time_ids`` of a picture (facts §5.4 step 3, §5.5).
+
+    Shorter side to ``size`` (bicubic, longer side truncated), centre crop, ``(x - 0.5) / 0.5``. ``time_ids`` =
+    [H, W, top, left, size, size] with the original H, W. The reference unpacks the resized (h, w) as (w, h), so
+    its offsets are swapped; ``swap_crop_offsets=True`` reproduces that (what its checkpoints were trained on).
+
+    Example::
+
+        pixels, time_ids = sd_transform(Image.new("RGB", (1920, 1080)), 1024)
+        time_ids.tolist()  # [1080.0, 1920.0, 398.0, 0.0, 1024.0, 1024.0]
+    """
+    image = image.convert("RGB")
+    w, h = image.size
+    new_w, new_h = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    if (new_w, new_h) != (w, h):
+        image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    top, left = round((new_h - size) / 2), round((new_w - size) / 2)
+    image = image.crop((left, top, left + size, top + size))
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+    if swap_crop_offsets:
+        top, left = left, top
+    time_ids = torch.tensor([h, w, top, left, size, size], dtype=torch.float32)
+    return (pixels - 0.5) / 0.5, time_ids
 
 
 def sample_length(rng: random.Random, num_images: int) -> int:
@@ -151,6 +204,9 @@ def build_sequence(
     if len(ids) >= settings.max_length:
         return None
     is_target = torch.arange(k) == k - 1
+    sd_image, time_ids = (None, None)
+    if settings.sd_size is not None:
+        sd_image, time_ids = sd_transform(images[k - 1], settings.sd_size, settings.swap_crop_offsets)
     return Sample(
         input_ids=ids,
         labels=labels,
@@ -162,6 +218,8 @@ def build_sequence(
             [im.convert("RGB") for im in images[:k]], settings.image_size, settings.keep_ratio
         ),
         text=text,
+        sd_image=sd_image,
+        time_ids=time_ids,
     )
 
 
@@ -196,4 +254,14 @@ def collate(samples: Sequence[Sample], pad_token_id: int, pad_to: int | None = N
         images=torch.cat([s.images for s in samples]),
         texts=[s.text for s in samples],
         meta=[s.meta for s in samples],
+        sd_images=_stack_optional([s.sd_image for s in samples]),
+        time_ids=_stack_optional([s.time_ids for s in samples]),
     )
+
+
+def _stack_optional(rows: list[torch.Tensor | None]) -> torch.Tensor | None:
+    if all(r is None for r in rows):
+        return None
+    if any(r is None for r in rows):
+        raise ValueError("either every sample or none has SD pictures")
+    return torch.stack(rows)  # type: ignore[arg-type]

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from seed_story.config import StrictModel
 
@@ -60,8 +60,8 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
 class ToyData(StrictModel):
     """Generated toy stories (``seed_story.toy``) with synthetic pictures: for tests and smoke runs.
 
-    Stage 1 gets pictures of single scenes, stage 2 interleaved stories, stage 3 both. The StoryStream
-    Parquet source will join this one as another ``kind`` of a discriminated union.
+    Stage 1 gets pictures of single scenes, stage 2 interleaved stories, stage 3 both. ``kind`` is the
+    default of the ``data`` union, so a config may leave it out.
     """
 
     kind: Literal["toy"] = "toy"
@@ -74,6 +74,46 @@ class ToyData(StrictModel):
         if self.max_scenes < self.min_scenes:
             raise ValueError(f"max_scenes {self.max_scenes} < min_scenes {self.min_scenes}")
         return self
+
+
+class StoryStreamData(StrictModel):
+    """StoryStream Parquet shards (``seed-story data ingest-storystream``) streamed by ``StoryStreamDataset``.
+
+    Every stage reads the same shards: stage 2 the interleaved sequences, stage 1 the ViT and SD pixels of
+    each sequence's target picture, stage 3 the sequence and its target's SD pixels (facts §5.4 step 3).
+    ``image_size`` (ViT) and ``sd_size`` (de-tokenizer) default to the model preset's.
+
+    Example (YAML)::
+
+        data: {kind: storystream, shards: shards/george, batch_size: 30, num_workers: 4}
+    """
+
+    kind: Literal["storystream"] = "storystream"
+    shards: str = Field(description="folder of Parquet shards; a relative path is read from the working directory")
+    batch_size: int = Field(30, gt=0, description="samples per batch on each data-parallel rank")
+    num_workers: int = Field(0, ge=0, description="DataLoader workers per rank (resume needs the same number)")
+    seed: int | None = Field(None, description="data order and k draws; None = the run's seed")
+    epochs: int | None = Field(None, gt=0, description="passes over the shards; None cycles for ever")
+    max_length: int = Field(1280, gt=0, description="sequences this long or longer are dropped")
+    pad_to_max_length: bool = Field(True, description="pad every batch to max_length, else to its longest")
+    image_size: int | None = Field(None, gt=0, description="ViT input size; None = the preset's")
+    sd_size: int | None = Field(None, gt=0, description="stages 1/3 SD picture size; None = the preset's")
+    swap_crop_offsets: bool = Field(True, description="reference quirk: horizontal crop offset in time_ids' top slot")
+    min_resolution: int = Field(128, ge=0, description="reject a sample whose last picture has a shorter side")
+    min_aspect_ratio: float = Field(0.2, gt=0, le=1, description="reject width/height outside [r, 1/r]")
+
+
+def _data_kind(value: Any) -> str:
+    # A config written before StoryStream existed names no kind: it means the toy source.
+    if isinstance(value, dict):
+        return str(value.get("kind", "toy"))
+    return str(getattr(value, "kind", "toy"))
+
+
+DataSource = Annotated[
+    Annotated[ToyData, Tag("toy")] | Annotated[StoryStreamData, Tag("storystream")],
+    Discriminator(_data_kind),
+]
 
 
 class TrainConfig(StrictModel):
@@ -109,7 +149,7 @@ class TrainConfig(StrictModel):
     keep_checkpoints: int = Field(2, gt=0, description="resumable checkpoints kept on disk (oldest deleted)")
     full_unet: bool = Field(False, description="stages 1/3: train the whole UNet, not only to_k/to_v")
     resume: bool = Field(False, description="continue from the newest checkpoint in output_dir")
-    data: ToyData = Field(default_factory=ToyData)
+    data: DataSource = Field(default_factory=ToyData)
 
     @classmethod
     def for_stage(cls, stage: str, **values: Any) -> TrainConfig:

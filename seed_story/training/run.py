@@ -7,8 +7,8 @@ from accelerate import PartialState
 from seed_story.checkpoints.native import load_part
 from seed_story.components import Components, build_random, load_components
 from seed_story.config import ModelConfig
-from seed_story.training.config import TrainConfig
-from seed_story.training.sources import toy_batches
+from seed_story.training.config import StoryStreamData, TrainConfig
+from seed_story.training.sources import storystream_batches, toy_batches
 from seed_story.training.tasks import Stage1Task, Stage2Task, Stage3Task, StageTask
 from seed_story.training.trainer import Trainer, TrainResult
 
@@ -45,6 +45,12 @@ def train(cfg: TrainConfig) -> TrainResult:
         result.checkpoint  # runs/s2/final, readable by load_components
     """
     task = build_task(cfg)
-    # Each data-parallel rank draws its own toy stream (a real dataset shards itself across ranks).
-    batches = toy_batches(cfg.stage, cfg.data, task.parts, cfg.seed + PartialState().process_index)
+    state = PartialState()
+    if isinstance(cfg.data, StoryStreamData):
+        dataset, loader = storystream_batches(
+            cfg.stage, cfg.data, task.parts, cfg.seed, rank=state.process_index, world_size=state.num_processes
+        )
+        return Trainer(cfg, task, loader, data_state=dataset).fit()
+    # Each data-parallel rank draws its own toy stream (StoryStream shards itself across ranks).
+    batches = toy_batches(cfg.stage, cfg.data, task.parts, cfg.seed + state.process_index)
     return Trainer(cfg, task, batches).fit()

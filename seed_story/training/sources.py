@@ -1,13 +1,15 @@
-"""Batch sources for the trainer. Until StoryStream lands, the toy world of ``seed_story.toy`` with
-synthetic pictures: a scene's picture is a background coloured by its place with a centre square
-coloured by its animal, so the ViT features, the MLLM's regressed features and the pixels agree.
+"""Batch sources for the trainer: StoryStream Parquet shards, or the toy world of ``seed_story.toy`` with
+synthetic pictures (a scene's picture is a background coloured by its place with a centre square coloured by
+its animal, so the ViT features, the MLLM's regressed features and the pixels agree).
 
-Each source is an endless, seeded iterator: the same seed gives the same batches, which is what lets the
-trainer resume by skipping the batches it already consumed.
+The toy source is an endless, seeded iterator: the same seed gives the same batches, which is what lets the
+trainer resume by skipping the batches it already consumed. The StoryStream source is a ``DataLoader`` over a
+``StoryStreamDataset``, which resumes itself from its ``state_dict`` (saved with each checkpoint).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import random
 from collections.abc import Iterator
@@ -15,11 +17,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from seed_story.components import Components
+from seed_story.data.dataset import StoryStreamDataset
+from seed_story.data.sequence import SequenceSettings, collate
 from seed_story.tokenizer import ImageTokenIds
 from seed_story.toy import ANIMALS, PLACES, Batch, Scene, sample_story, scene_features, story_batch
-from seed_story.training.config import ToyData
+from seed_story.training.config import StoryStreamData, ToyData
 
 
 @dataclass
@@ -104,3 +109,49 @@ def toy_batches(stage: str, data: ToyData, parts: Components, seed: int) -> Iter
             sequence, targets = _stories(parts, rng, data)
             images, _ = _pictures(parts, targets)
             yield StoryPictureBatch(sequence=sequence, images=images, time_ids=_time_ids(size, len(targets)))
+
+
+def storystream_settings(stage: str, data: StoryStreamData, parts: Components) -> SequenceSettings:
+    """Sequence settings of ``data`` for ``stage``, sizes from the model preset unless ``data`` gives them.
+
+    Stages 1 and 3 also get each target's SD pixels and keep the ViT pictures' aspect ratio (resize +
+    centre crop, as the reference's stage-3 ViT transform), so the ViT and the de-tokenizer see one crop.
+    """
+    pictures = stage != "stage2"
+    return SequenceSettings(
+        max_length=data.max_length,
+        pad_to_max_length=data.pad_to_max_length,
+        num_image_tokens=parts.config.mllm.num_image_tokens,
+        image_size=data.image_size or parts.config.vision.image_size,
+        keep_ratio=pictures,
+        sd_size=(data.sd_size or parts.config.detokenizer.image_size) if pictures else None,
+        swap_crop_offsets=data.swap_crop_offsets,
+        min_resolution=data.min_resolution,
+        min_aspect_ratio=data.min_aspect_ratio,
+    )
+
+
+def storystream_batches(
+    stage: str, data: StoryStreamData, parts: Components, seed: int, *, rank: int = 0, world_size: int = 1
+) -> tuple[StoryStreamDataset, DataLoader]:
+    """This rank's dataset (for ``observe``/``state_dict``) and the loader of its ``TrainBatch`` batches.
+
+    Example::
+
+        dataset, loader = storystream_batches("stage2", cfg.data, parts, cfg.seed, rank=acc.process_index,
+                                              world_size=acc.num_processes)
+    """
+    settings = storystream_settings(stage, data, parts)
+    dataset = StoryStreamDataset(
+        data.shards,
+        parts.tokenizer,
+        settings,
+        rank=rank,
+        world_size=world_size,
+        seed=seed if data.seed is None else data.seed,
+        epochs=data.epochs,
+    )
+    pad_to = settings.max_length if settings.pad_to_max_length else None
+    pad = functools.partial(collate, pad_token_id=parts.tokenizer.pad_token_id, pad_to=pad_to)
+    loader = DataLoader(dataset, batch_size=data.batch_size, num_workers=data.num_workers, collate_fn=pad)
+    return dataset, loader

@@ -16,6 +16,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from seed_story.components import Components
+from seed_story.data.sequence import TrainBatch
 from seed_story.models.detokenizer import Detokenizer, build_noise_scheduler
 from seed_story.models.mllm import SeedStoryMLLM
 
@@ -121,8 +122,19 @@ def encode_latents(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
     return (latents * vae.config.scaling_factor).float()
 
 
+def _sd_pictures(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(SD pixels, time_ids) of a stage-1/3 batch: a StoryStream ``TrainBatch`` or a toy picture batch."""
+    if isinstance(batch, TrainBatch):
+        if batch.sd_images is None or batch.time_ids is None:
+            raise ValueError("stages 1 and 3 need SD pictures: build the batches with SequenceSettings.sd_size")
+        return batch.sd_images, batch.time_ids
+    return batch.images, batch.time_ids
+
+
 class Stage1Task:
     """De-tokenizer pre-training: denoise the VAE latents of a picture given the frozen ViT's features of it.
+
+    With StoryStream batches the picture is each sequence's target: its ViT pixels and its SD pixels.
 
     Trainable: the resampler and every UNet ``to_k``/``to_v`` (``Detokenizer.set_trainable``), or with
     ``full_unet`` the whole UNet too (the reference's ``full_ft=True`` option).
@@ -148,12 +160,14 @@ class Stage1Task:
             frozen.to(device=device, dtype=frozen_dtype)
 
     def condition(self, batch: Any) -> torch.Tensor:
+        vit_images = batch.target_images if isinstance(batch, TrainBatch) else batch.vit_images
         with torch.no_grad():
-            return self.parts.visual_tokenizer(batch.vit_images).float()
+            return self.parts.visual_tokenizer(vit_images).float()
 
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         features = self.condition(batch)
-        return {"loss": model(encode_latents(self.parts.vae, batch.images), features, batch.time_ids)}
+        sd_images, time_ids = _sd_pictures(batch)
+        return {"loss": model(encode_latents(self.parts.vae, sd_images), features, time_ids)}
 
 
 class Stage3Task(Stage1Task):
@@ -174,7 +188,11 @@ class Stage3Task(Stage1Task):
 
     def condition(self, batch: Any) -> torch.Tensor:
         with torch.no_grad():
-            out = self.parts.mllm(**vars(batch.sequence), return_recon_image_embeds=True)
-        if out.recon_image_embeds is None or out.recon_image_embeds.shape[0] != batch.images.shape[0]:
+            if isinstance(batch, TrainBatch):  # StoryStream: the frozen ViT encodes the sequence's pictures
+                sequence = batch.with_embeds(self.parts.visual_tokenizer(batch.images).float())
+            else:
+                sequence = batch.sequence
+            out = self.parts.mllm(**vars(sequence), return_recon_image_embeds=True)
+        if out.recon_image_embeds is None or out.recon_image_embeds.shape[0] != _sd_pictures(batch)[0].shape[0]:
             raise ValueError("stage 3 needs exactly one target image per sequence and one picture per target")
         return out.recon_image_embeds.float()

@@ -5,6 +5,10 @@ writes ``checkpoints/checkpoint-{step}/``: ``accelerator.save_state`` (trainable
 schedule, python/numpy/torch RNG) plus ``trainer_state.json`` (step, batches consumed), written last so a
 folder with it is complete. Resuming restores all of it and skips the batches already consumed, so an
 interrupted run ends with exactly the weights of an uninterrupted one.
+
+A resumable data source (``data_state``, e.g. ``StoryStreamDataset``) is not skipped through: it sees every
+consumed batch (``observe``), each rank writes its ``state_dict()`` as ``data_state-{rank}.json`` beside the
+checkpoint, and a resumed run restores it with ``load_state_dict`` before the first batch is drawn.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from accelerate import Accelerator
@@ -34,6 +38,21 @@ log = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.json"
 FROZEN_DTYPES = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class ResumableData(Protocol):
+    """A data source that records what was consumed and continues from a saved state (``StoryStreamDataset``)."""
+
+    def observe(self, batch: Any) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def data_state_file(rank: int) -> str:
+    """The file a rank's data-source state is saved in, inside a checkpoint folder."""
+    return f"data_state-{rank}.json"
 
 
 @dataclass
@@ -83,7 +102,8 @@ class Trainer:
     """Train ``task.module`` on ``batches`` as ``cfg`` says; :meth:`fit` returns a :class:`TrainResult`.
 
     ``batches`` is any iterable of batches the task understands; on resume it must yield the same batches
-    from the beginning again (the trainer skips the ones already consumed).
+    from the beginning again (the trainer skips the ones already consumed), unless ``data_state`` is the
+    resumable source behind it: then it is restored and ``batches`` must continue from where it stands.
 
     Example::
 
@@ -92,10 +112,13 @@ class Trainer:
         result = Trainer(cfg, Stage2Task(parts), toy_batches("stage2", cfg.data, parts, 0)).fit()
     """
 
-    def __init__(self, cfg: TrainConfig, task: StageTask, batches: Iterable[Any]) -> None:
+    def __init__(
+        self, cfg: TrainConfig, task: StageTask, batches: Iterable[Any], data_state: ResumableData | None = None
+    ) -> None:
         self.cfg = cfg
         self.task = task
         self.batches = batches
+        self.data_state = data_state
         self.output_dir = Path(cfg.output_dir)
         self.checkpoint_dir = self.output_dir / "checkpoints"
 
@@ -121,7 +144,10 @@ class Trainer:
 
         step, consumed = self._resume(acc)
         metrics = MetricsLog(self.output_dir, keep_until=step) if acc.is_main_process else None
-        stream = itertools.islice(iter(self.batches), consumed, None)
+        # Drawn only now, after _resume restored the data source: a DataLoader copies its dataset into the
+        # workers when its iterator is made.
+        skip = 0 if self.data_state is not None else consumed
+        stream = itertools.islice(iter(self.batches), skip, None)
         model.train()
         while step < cfg.max_steps:
             started = time.perf_counter()
@@ -129,7 +155,10 @@ class Trainer:
             sums: dict[str, float] = {}
             grad_norm: torch.Tensor | None = None
             for _ in range(cfg.gradient_accumulation_steps):
-                batch = move_batch(next(stream), acc.device)
+                batch = next(stream)
+                if self.data_state is not None:
+                    self.data_state.observe(batch)
+                batch = move_batch(batch, acc.device)
                 consumed += 1
                 with acc.accumulate(model), acc.autocast():
                     losses = self.task.loss(model, batch)
@@ -165,12 +194,20 @@ class Trainer:
         if state["stage"] != self.cfg.stage:
             raise ValueError(f"{ckpt} is a {state['stage']} checkpoint; this run is {self.cfg.stage}")
         acc.load_state(str(ckpt))
+        if self.data_state is not None:
+            data_file = ckpt / data_state_file(acc.process_index)
+            if not data_file.is_file():
+                raise ValueError(f"{ckpt} has no {data_file.name}: it was not written by a run on this data source")
+            self.data_state.load_state_dict(json.loads(data_file.read_text()))
         log.info("resumed from %s (step %d)", ckpt, state["step"])
         return int(state["step"]), int(state["batches_consumed"])
 
     def _save_state(self, acc: Accelerator, step: int, consumed: int) -> None:
         path = self.checkpoint_dir / f"checkpoint-{step}"
         acc.save_state(str(path))
+        if self.data_state is not None:  # every rank streams its own part of the data
+            (path / data_state_file(acc.process_index)).write_text(json.dumps(self.data_state.state_dict(), indent=2))
+            acc.wait_for_everyone()
         if acc.is_main_process:
             state = {"stage": self.cfg.stage, "step": step, "batches_consumed": consumed}
             (path / STATE_FILE).write_text(json.dumps(state, indent=2))
