@@ -49,6 +49,8 @@ def _lin(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
 
 def rms_norm(x: torch.Tensor, norm: nn.Module) -> torch.Tensor:
     """transformers' LlamaRMSNorm: normalise in float32, cast back, then scale in the input dtype."""
+    if x.dtype == torch.float32 and norm.weight.dtype == torch.float32:
+        return F.rms_norm(x, x.shape[-1:], norm.weight, eps=norm.variance_epsilon)  # same math, one kernel
     h = F.rms_norm(x.float(), x.shape[-1:], eps=norm.variance_epsilon)
     return norm.weight * h.to(x.dtype)
 
@@ -103,7 +105,7 @@ class LlamaDecoder:
     def __call__(self, embeds: torch.Tensor, kv: StoryKV, valid: torch.Tensor) -> torch.Tensor:
         positions, mask = kv.prepare(valid)
         b, w, _ = embeds.shape
-        cos, sin = self.rope.tables(positions, embeds.dtype)
+        cos, sin = self.rope.lookup(positions, embeds.dtype)
         x = embeds
         for i, (ln1, q_proj, k_proj, v_proj, o_proj, ln2, gate, up, down) in enumerate(self.layers):
             h = rms_norm(x, ln1)

@@ -15,6 +15,9 @@ class Rope:
     def __init__(self, inv_freq: torch.Tensor, attention_scaling: float = 1.0) -> None:
         self.inv_freq = inv_freq.float()
         self.attention_scaling = attention_scaling
+        # Per (device, dtype): cos and signed-sin rows for positions 0..n-1, grown by doubling. Decoding looks
+        # rows up instead of recomputing them (a handful of kernel launches per token saved).
+        self._cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def from_rotary(cls, rotary: LlamaRotaryEmbedding) -> Rope:
@@ -22,6 +25,18 @@ class Rope:
         if rope_type != "default" or rotary.attention_scaling != 1.0:
             raise ValueError(f"story KV re-positioning supports plain RoPE only, got {rope_type!r}")
         return cls(rotary.inv_freq, rotary.attention_scaling)
+
+    def lookup(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Same values as :meth:`tables` for non-negative positions, read from a cached table."""
+        key = (positions.device, dtype)
+        cos, sin = self._cache.get(key, (None, None))
+        needed = int(positions.max()) + 1 if positions.numel() else 1
+        if cos is None or cos.shape[0] < needed:
+            size = max(256, 1 << (needed - 1).bit_length())
+            cos, sin = self.tables(torch.arange(size, device=positions.device)[None], dtype)
+            cos, sin = cos[0, 0], sin[0, 0]
+            self._cache[key] = (cos, sin)
+        return cos[positions][:, None], sin[positions][:, None]
 
     def tables(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and signed sin (B, 1, w, head_dim), computed in float32 like transformers, cast to ``dtype``.

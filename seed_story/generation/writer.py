@@ -160,7 +160,7 @@ class WritingSession:
             chunks: list[list[int]] = [[] for _ in self.rows]
             for i, token in zip(active, tokens, strict=True):
                 row = self.rows[i]
-                if token == w.tokenizer.eos_token_id:
+                if token == w.eos_id:
                     row.decoding = False
                     continue
                 # The rest of a picture is forced, so it is fed in the same forward.
@@ -277,6 +277,7 @@ class StoryWriter:
         merge_lora_for_inference(mllm)
         self.decoder = LlamaDecoder(mllm)
         self.image_text = image_string(mllm.num_image_tokens)
+        self.eos_id, self.pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
         self.separator = INST if self.settings.inst_separator else ""
 
     def encode(self, text: str) -> list[int]:
@@ -308,7 +309,7 @@ class StoryWriter:
         validity mask (B, w).
         """
         width = max(1, *(len(c) for c in chunks))
-        pad = self.tokenizer.pad_token_id
+        pad = self.pad_id
         ids = torch.full((len(chunks), width), pad, dtype=torch.long)
         valid = torch.zeros(len(chunks), width, dtype=torch.bool)
         for i, chunk in enumerate(chunks):
