@@ -29,6 +29,7 @@ from transformers import PreTrainedTokenizerBase
 
 from seed_story.components import Components, build_random
 from seed_story.config import ModelConfig
+from seed_story.data.batch import Batch
 from seed_story.interleave import encode_prompt, image_slot_mask
 from seed_story.tokenizer import INST, ImageTokenIds, image_string
 
@@ -121,23 +122,6 @@ def is_story_step(
         return False
     expected = [*tokenizer.encode(text, add_special_tokens=False), *image_ids.sequence, tokenizer.eos_token_id]
     return list(token_ids) == expected
-
-
-@dataclass
-class Batch:
-    """A right-padded training batch in the reference layout; ``as_kwargs()`` feeds ``SeedStoryMLLM``."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    labels: torch.Tensor
-    ids_cmp_mask: torch.Tensor
-    ids_gen_mask: torch.Tensor
-    embeds_cmp_mask: torch.Tensor
-    embeds_gen_mask: torch.Tensor
-    image_embeds: torch.Tensor
-
-    def as_kwargs(self) -> dict[str, torch.Tensor]:
-        return dict(self.__dict__)
 
 
 def _story_row(

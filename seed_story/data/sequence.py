@@ -19,10 +19,10 @@ from pydantic import Field
 from transformers import PreTrainedTokenizerBase
 
 from seed_story.config import StrictModel
+from seed_story.data.batch import Batch
 from seed_story.interleave import image_slot_mask
 from seed_story.models.visual_tokenizer import image_transform_batch
 from seed_story.tokenizer import INST, ImageTokenIds, image_string
-from seed_story.toy import Batch
 
 IGNORE_INDEX = -100
 
@@ -91,16 +91,7 @@ class TrainBatch:
         """The MLLM's batch, once the frozen ViT has turned ``images`` into (N, tokens, dim) features."""
         if image_embeds.shape[0] != self.images.shape[0]:
             raise ValueError(f"need features for {self.images.shape[0]} pictures, got {image_embeds.shape[0]}")
-        return Batch(
-            input_ids=self.input_ids,
-            attention_mask=self.attention_mask,
-            labels=self.labels,
-            ids_cmp_mask=self.ids_cmp_mask,
-            ids_gen_mask=self.ids_gen_mask,
-            embeds_cmp_mask=self.embeds_cmp_mask,
-            embeds_gen_mask=self.embeds_gen_mask,
-            image_embeds=image_embeds,
-        )
+        return Batch.from_fields(self, image_embeds)
 
 
 def passes_filter(image: Image.Image, settings: SequenceSettings) -> bool:

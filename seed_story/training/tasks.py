@@ -16,6 +16,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from seed_story.components import Components
+from seed_story.data.batch import Batch
 from seed_story.data.sequence import TrainBatch
 from seed_story.models.detokenizer import Detokenizer, build_noise_scheduler
 from seed_story.models.mllm import SeedStoryMLLM
@@ -57,21 +58,9 @@ def set_mllm_trainable(mllm: SeedStoryMLLM) -> list[str]:
     return names
 
 
-# What SeedStoryMLLM.forward reads; batches may carry more (pixels, texts, provenance).
-_MLLM_FIELDS = (
-    "input_ids",
-    "attention_mask",
-    "labels",
-    "image_embeds",
-    "ids_cmp_mask",
-    "ids_gen_mask",
-    "embeds_cmp_mask",
-    "embeds_gen_mask",
-)
-
-
 def _batch_kwargs(batch: Any) -> dict[str, torch.Tensor]:
-    return {k: getattr(batch, k) for k in _MLLM_FIELDS if getattr(batch, k, None) is not None}
+    """What SeedStoryMLLM.forward reads; batches may carry more (pixels, texts, provenance)."""
+    return {k: v for k, v in Batch.from_fields(batch).as_kwargs().items() if v is not None}
 
 
 class Stage2Task:
