@@ -12,11 +12,27 @@ StopReason = Literal["steps", "eos_without_image", "max_new_tokens", "texts_exha
 
 
 @dataclass
+class ResumeStep:
+    """A step written before (e.g. by a run that crashed), replayed into the cache instead of decoded again.
+
+    ``generator_state`` is the sampling generator's state after the step (``torch.Generator.get_state()``),
+    so a sampled story resumes on the same random stream; ``None`` when decoding is greedy.
+    """
+
+    text: str
+    features: torch.Tensor  # (T, D) regressed features of the step's picture
+    generator_state: torch.Tensor | None = None
+    token_ids: list[int] | None = None  # ids generated for the step; None: its text re-tokenises to them
+
+
+@dataclass
 class StoryRequest:
     """One story to write (``texts is None``) or to illustrate (``texts`` given: one picture per text).
 
     ``opening_features`` are the ViT features (T, D) of the opening picture; :class:`StoryPipeline` computes
-    them from an image. ``seed`` drives sampling (ignored when greedy).
+    them from an image. ``seed`` drives sampling (ignored when greedy). ``resume`` holds the first steps when
+    they were written before: they are fed as context (one forward each, no decoding) and writing goes on
+    from step ``len(resume) + 1``; ``num_steps`` still counts the whole story.
     """
 
     opening_text: str
@@ -24,6 +40,7 @@ class StoryRequest:
     num_steps: int = 25
     texts: list[str] | None = None
     seed: int = 0
+    resume: list[ResumeStep] = field(default_factory=list)
 
     @property
     def mode(self) -> Literal["write", "illustrate"]:
@@ -41,6 +58,7 @@ class WrittenStep:
     prompt_tokens: int  # tokens prefilled into the cache for this step
     kv_tokens: int  # real tokens in this story's cache when the step was decoded
     seconds: float  # wall time of the batched forward passes of this step (shared by the batch)
+    generator_state: torch.Tensor | None = None  # sampling generator state after this step (for resume)
 
 
 @dataclass

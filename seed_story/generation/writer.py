@@ -22,7 +22,7 @@ from seed_story.generation.decoder import LlamaDecoder, merge_lora_for_inference
 from seed_story.generation.kv import StoryKV
 from seed_story.generation.layout import RowLayout
 from seed_story.generation.logits import choose_tokens, forced_continuation
-from seed_story.generation.records import StopReason, StoryRequest, WrittenStep, WrittenStory
+from seed_story.generation.records import ResumeStep, StopReason, StoryRequest, WrittenStep, WrittenStory
 from seed_story.generation.settings import WriterSettings
 from seed_story.interleave import image_slot_mask
 from seed_story.models.mllm import SeedStoryMLLM
@@ -55,6 +55,8 @@ class _Row:
     kv_tokens: int = 0
     generator: torch.Generator | None = None
     stop: StopReason | None = None
+    replay: list[ResumeStep] = field(default_factory=list)  # resumed steps not yet fed to the cache
+    offset: int = 0  # steps written before this session (len(request.resume))
 
 
 class WritingSession:
@@ -83,14 +85,24 @@ class WritingSession:
 
     def _start_row(self, index: int, request: StoryRequest) -> _Row:
         w = self.writer
-        row = _Row(story=index, request=request)
+        if len(request.resume) >= request.num_steps:
+            raise ValueError(
+                f"story {index} resumes {len(request.resume)} written steps but has only {request.num_steps}: "
+                "nothing is left to write"
+            )
+        row = _Row(story=index, request=request, replay=list(request.resume), offset=len(request.resume))
         text = request.opening_text + w.image_text
         if request.mode == "illustrate":
             text += w.separator + request.texts[0]
         row.pending_ids = [w.tokenizer.bos_token_id, *w.encode(text)]
         row.pending_features = request.opening_features.unsqueeze(0)
+        if row.replay:
+            row.pending_ids += self._replayed_text(row, 1)[0]
         if w.settings.sampling.do_sample:
             row.generator = torch.Generator(device=self.device).manual_seed(request.seed)
+            state = request.resume[-1].generator_state if request.resume else None
+            if state is not None:
+                row.generator.set_state(state)
         return row
 
     # -- one step for every unfinished story ----------------------------------------------------------
@@ -102,10 +114,17 @@ class WritingSession:
         start = time.perf_counter()
         self._evict()
         logits = self._prefill()
+        # Rows still replaying resumed steps only fill their cache this step; they decode nothing.
+        replaying = {id(row) for row in self.rows if row.replay}
+        for row in self.rows:
+            row.decoding = id(row) not in replaying
         self._decode(logits)
         features = self._regress()
         seconds = time.perf_counter() - start
-        written = [self._finish_step(row, features.get(id(row)), seconds) for row in self.rows]
+        written = [
+            self._replay_step(row) if id(row) in replaying else self._finish_step(row, features.get(id(row)), seconds)
+            for row in self.rows
+        ]
         out = [(row.story, step) for row, step in zip(self.rows, written, strict=True) if step is not None]
         keep_rows = [i for i, row in enumerate(self.rows) if row.stop is None]
         for row in self.rows:
@@ -198,10 +217,37 @@ class WritingSession:
         features = self.writer.mllm.regress_image_features(torch.stack(picked))
         return dict(zip(owners, features, strict=True))
 
+    def _next_prompt(self, row: _Row, text: str, finished: int) -> list[int]:
+        """Prompt after step ``finished`` (1-based): its text (write mode) and its picture as context."""
+        w = self.writer
+        if row.request.mode == "write":
+            return w.encode(text + w.image_text)
+        return w.encode(w.image_text + w.separator + row.request.texts[finished])
+
+    def _replayed_text(self, row: _Row, finished: int) -> tuple[list[int], list[int]]:
+        """Split the prompt after resumed step ``finished`` into the text tokens decoding would have left in
+        the cache (fed in the same round as the previous prompt, before any eviction, as when written) and
+        the rest (its picture, fed next round)."""
+        step = row.replay[0]
+        next_ids = self._next_prompt(row, step.text, finished)
+        boi = next_ids.index(self.writer.image_ids.boi)
+        keep = boi if step.token_ids is None else _common_prefix(step.token_ids, next_ids, limit=boi)
+        return next_ids[:keep], next_ids[keep:]
+
+    def _replay_step(self, row: _Row) -> WrittenStep | None:
+        """Queue the rest of a resumed step as the row's prompt, exactly as if it had just been written."""
+        finished = row.offset - len(row.replay) + 1
+        _, rest = self._replayed_text(row, finished)
+        row.pending_features = row.replay.pop(0).features.unsqueeze(0)
+        row.pending_ids = rest
+        if row.replay:
+            row.pending_ids = rest + self._replayed_text(row, finished + 1)[0]
+        return None
+
     def _finish_step(self, row: _Row, features: torch.Tensor | None, seconds: float) -> WrittenStep | None:
         w = self.writer
         request = row.request
-        done = len(self.stories[row.story].steps)
+        done = row.offset + len(self.stories[row.story].steps)
         decode_start = row.layout.n - len(row.generated)
         if features is None:
             row.stop = (
@@ -218,16 +264,14 @@ class WritingSession:
             prompt_tokens=row.prompt_tokens,
             kv_tokens=row.kv_tokens,
             seconds=seconds,
+            generator_state=None if row.generator is None else row.generator.get_state(),
         )
         self.stories[row.story].steps.append(step)
         if done + 1 >= request.num_steps:
             row.stop = "steps"
             return step
         # The next prompt: this step's picture as context (regressed features, never re-encoded) ...
-        if request.mode == "write":
-            next_ids = w.encode(generated_text + w.image_text)
-        else:
-            next_ids = w.encode(w.image_text + w.separator + request.texts[done + 1])
+        next_ids = self._next_prompt(row, generated_text, done + 1)
         # ... of which the text tokens identical to what was just generated keep their cache entries (the
         # picture itself must be prefilled again: as context its slots hold features, not token embeddings).
         keep = _common_prefix(row.generated, next_ids, limit=next_ids.index(w.image_ids.boi))
