@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Collection
 
 from seed_story.render.html import BOOK_HTML
 from seed_story.render.pdf import BOOK_PDF
@@ -12,17 +12,19 @@ from seed_story.render.templating import environment
 GALLERY_HTML = "index.html"
 
 
-def render_gallery(run_id: str, run_dir: Path, records: list[StoryRecord]) -> str:
-    """The gallery HTML; links are relative to the run folder and only point at books that exist.
+def render_gallery(run_id: str, records: list[StoryRecord], existing: Collection[str]) -> str:
+    """The gallery HTML. Links are relative to the run folder and only point at books listed in ``existing``
+    (paths relative to the run folder, such as ``s1/book.html``), so it works the same for a folder or a bucket.
 
     Example::
 
-        html = render_gallery("run1", store.run_dir("run1"), [store.read_story("run1", s) for s in ids])
+        keys = store.list("runs/run1/")
+        html = render_gallery("run1", records, {k.removeprefix("runs/run1/") for k in keys})
     """
     books = []
     for r in sorted(records, key=lambda r: r.story_id):
-        folder = Path(run_dir) / r.story_id
         ok = r.status == "complete"
+        html, pdf = f"{r.story_id}/{BOOK_HTML}", f"{r.story_id}/{BOOK_PDF}"
         books.append(
             {
                 "title": r.title,
@@ -30,8 +32,8 @@ def render_gallery(run_id: str, run_dir: Path, records: list[StoryRecord]) -> st
                 "failed": not ok,
                 "reason": r.failure_reason or "",
                 "thumb": f"{r.story_id}/{r.opening_image}" if r.opening_image else None,
-                "href": f"{r.story_id}/{BOOK_HTML}" if ok and (folder / BOOK_HTML).is_file() else None,
-                "pdf": f"{r.story_id}/{BOOK_PDF}" if ok and (folder / BOOK_PDF).is_file() else None,
+                "href": html if ok and html in existing else None,
+                "pdf": pdf if ok and pdf in existing else None,
             }
         )
     return environment().get_template("gallery.html.j2").render(run_id=run_id, books=books)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from seed_story.render.records import StoryRecord
 from seed_story.render.templating import data_uri, environment, image_size
+from seed_story.storage import atomic_file
 
 BOOK_HTML = "book.html"
 
@@ -39,7 +40,9 @@ def render_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bo
 
 
 def write_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bool = False) -> Path:
-    """Render and write ``book.html`` next to the story's images; returns its path."""
+    """Render and write ``book.html`` next to the story's images (all at once: temp file + rename); returns its path."""
     out = Path(story_dir) / BOOK_HTML
-    out.write_text(render_book_html(record, story_dir, self_contained=self_contained), encoding="utf-8")
+    html = render_book_html(record, story_dir, self_contained=self_contained)
+    with atomic_file(out) as f:
+        f.write(html.encode("utf-8"))
     return out

@@ -15,6 +15,7 @@ from seed_story.render.fetcher import BookFetcher
 from seed_story.render.records import StoryRecord
 from seed_story.render.templating import environment, image_size
 from seed_story.render.upscale import upscale_to
+from seed_story.storage import atomic_file
 
 logger = logging.getLogger(__name__)
 BOOK_PDF = "book.pdf"
@@ -81,10 +82,11 @@ class Geometry(BaseModel):
 class PdfReport(BaseModel):
     """What a PDF render produced: where, how many pages, the lowest art DPI, and any refused URLs."""
 
-    path: Path
+    path: Path | None = Field(description="the file written; None once a staged copy was uploaded to a remote store")
     pages: int
     min_dpi: float
     refused_urls: list[str]
+    key: str | None = Field(None, description="the PDF's key in the store, when written by render_run")
 
 
 def _font_pt(text: str) -> int:
@@ -136,7 +138,8 @@ def render_pdf_from_html(html: str, story_dir: Path, out: Path, *, identifier: s
     fetcher = BookFetcher(story_dir)
     doc = HTML(string=html, base_url=Path(story_dir).resolve().as_uri() + "/", url_fetcher=fetcher).render()
     # A fixed identifier (and no dates: the templates set no dcterms.created) makes the bytes reproducible.
-    doc.write_pdf(out, pdf_identifier=hashlib.sha256(identifier.encode()).hexdigest()[:32].encode())
+    with atomic_file(out) as f:
+        doc.write_pdf(f, pdf_identifier=hashlib.sha256(identifier.encode()).hexdigest()[:32].encode())
     if fetcher.refused:
         logger.warning("refused %d URL(s) outside %s: %s", len(fetcher.refused), story_dir, fetcher.refused)
     return len(doc.pages), fetcher.refused

@@ -8,9 +8,11 @@ from collections.abc import Iterable
 from pydantic import BaseModel
 
 from seed_story.render.gallery import GALLERY_HTML, render_gallery
-from seed_story.render.html import write_book_html
-from seed_story.render.pdf import PdfReport, PrintSettings, write_book_pdf
+from seed_story.render.html import BOOK_HTML, write_book_html
+from seed_story.render.pdf import BOOK_PDF, PdfReport, PrintSettings, write_book_pdf
+from seed_story.render.records import StoryRecord
 from seed_story.render.store import StoryStore
+from seed_story.storage import ObjectStore, publish, staged_folder
 
 logger = logging.getLogger(__name__)
 FORMATS = ("html", "pdf")
@@ -20,13 +22,45 @@ class RunReport(BaseModel):
     """What ``render_run`` wrote."""
 
     run_id: str
+    store: str
     rendered: list[str]
     failed: list[str]
     pdfs: list[PdfReport]
 
 
+def render_story(
+    stories: StoryStore,
+    run_id: str,
+    record: StoryRecord,
+    formats: set[str],
+    settings: PrintSettings | None = None,
+    *,
+    self_contained: bool = False,
+) -> PdfReport | None:
+    """Render one complete story's books into its folder in the store; returns the PDF report if one was made.
+
+    A local store renders in place. A remote one downloads only ``story.json``'s images into a staging folder,
+    renders there and uploads the books (each upload is atomic).
+    """
+    objects, prefix = stories.objects, stories.story_key(run_id, record.story_id)
+    written, report = [], None
+    with staged_folder(objects, prefix, record.image_files()) as folder:
+        if "html" in formats:
+            write_book_html(record, folder, self_contained=self_contained)
+            written.append(BOOK_HTML)
+        if "pdf" in formats:
+            report = write_book_pdf(record, folder, settings)
+            written.append(BOOK_PDF)
+        # Upscaled print art (--upscale-dpi) is an input of the PDF only, so it stays in the staging folder.
+        publish(objects, folder, written, prefix)
+    if report is None:
+        return None
+    staged = objects.local_path(prefix) is None
+    return report.model_copy(update={"key": f"{prefix}/{BOOK_PDF}", "path": None if staged else report.path})
+
+
 def render_run(
-    store: StoryStore,
+    store: StoryStore | ObjectStore,
     run_id: str,
     formats: Iterable[str] = FORMATS,
     settings: PrintSettings | None = None,
@@ -35,26 +69,30 @@ def render_run(
 ) -> RunReport:
     """Render all complete stories of ``run_id`` as HTML and/or PDF, then write the run's ``index.html``.
 
+    ``store`` is a ``StoryStore`` or any ``ObjectStore`` (local folder or S3) holding ``runs/{run_id}/``.
+
     Example::
 
         report = render_run(LocalStore("store"), "2026-11-26", formats=["html", "pdf"])
+        report = render_run(open_store("s3://books/prod"), "2026-11-26")
     """
+    stories = store if isinstance(store, StoryStore) else StoryStore(store)
     formats = set(formats)
     if unknown := formats - set(FORMATS):
         raise ValueError(f"unknown format(s) {sorted(unknown)}; choose from {FORMATS}")
-    records = [store.read_story(run_id, sid) for sid in store.story_ids(run_id)]
+    records = [stories.read_story(run_id, sid) for sid in stories.story_ids(run_id)]
     rendered, pdfs = [], []
     for record in records:
         if record.status != "complete":
             continue
-        folder = store.story_dir(run_id, record.story_id)
-        if "html" in formats:
-            write_book_html(record, folder, self_contained=self_contained)
-        if "pdf" in formats:
-            pdfs.append(write_book_pdf(record, folder, settings))
+        report = render_story(stories, run_id, record, formats, settings, self_contained=self_contained)
+        pdfs += [report] if report else []
         rendered.append(record.story_id)
         logger.info("rendered %s/%s", run_id, record.story_id)
-    run_dir = store.run_dir(run_id)
-    (run_dir / GALLERY_HTML).write_text(render_gallery(run_id, run_dir, records), encoding="utf-8")
+    run_key = stories.run_key(run_id)
+    # The gallery links only books that exist now, whichever run wrote them: ask the store, not this run.
+    existing = {key.removeprefix(run_key + "/") for key in stories.objects.list(run_key + "/")}
+    gallery = render_gallery(run_id, records, existing).encode("utf-8")
+    stories.objects.put_bytes(f"{run_key}/{GALLERY_HTML}", gallery, content_type="text/html; charset=utf-8")
     failed = [r.story_id for r in records if r.status == "failed"]
-    return RunReport(run_id=run_id, rendered=rendered, failed=failed, pdfs=pdfs)
+    return RunReport(run_id=run_id, store=stories.objects.uri, rendered=rendered, failed=failed, pdfs=pdfs)

@@ -1,0 +1,152 @@
+"""``nightly_generation``: a manifest of story prompts in, stored story sequences and storybooks out.
+
+read + validate manifest -> plan (skip finished stories) -> tokenizer (openings, mapped over micro-batches)
+-> MLLM (stories in micro-batches, every step persisted) -> de-tokenizer (all stored feature sets, batched
+across stories) -> finish (sequence.parquet + story.json) -> render books -> export -> summary + artifact.
+
+A crash anywhere resumes on the next run with the same ``run_id``: finished stories are skipped, written steps
+are replayed rather than decoded again, drawn pictures are kept.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+
+from seed_story.batch.layout import summary_key
+from seed_story.batch.records import RunSummary, StoryFailure, StoryPlan, now
+from seed_story.batch.summary import summary_markdown
+from seed_story.storage import put_model
+from tasks.generation import (
+    detokenizer_task,
+    export_task,
+    finish_task,
+    list_draws_task,
+    mllm_task,
+    plan_task,
+    read_manifest_task,
+    render_task,
+    tokenizer_task,
+)
+from tasks.settings import NightlySettings
+
+T = TypeVar("T")
+
+
+def artifact_key(*parts: str | None) -> str:
+    """Prefect artifact keys allow only lowercase letters, digits and dashes."""
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(p for p in parts if p).lower()).strip("-")
+
+
+def chunks(items: Sequence[T], size: int) -> list[list[T]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def _gather(futures: list[PrefectFuture], batches: list[list[StoryPlan]], stage: str,
+            failures: list[StoryFailure], on_result: Callable[[Any], None]) -> None:  # fmt: skip
+    """Wait for mapped tasks; a task that failed for good fails only the stories of its micro-batch."""
+    for future, batch in zip(futures, batches, strict=True):
+        state = future.wait() or future.state
+        if state.is_completed():
+            on_result(future.result())
+            continue
+        reason = (
+            f"{type(err).__name__}: {err}"
+            if isinstance(err := state.result(raise_on_failure=False), Exception)
+            else state.name
+        )
+        failures += [StoryFailure(story_id=p.story_id, stage=stage, reason=reason) for p in batch]
+
+
+@flow(name="nightly-generation")
+def nightly_generation(settings: NightlySettings) -> RunSummary:
+    """Generate every story of ``settings.manifest`` into ``settings.store`` and render the books."""
+    log = get_run_logger()
+    started, seconds = now(), {}
+    attempt = flow_run.get_id() or uuid.uuid4().hex
+    run_id = settings.resolved_run_id()
+    tick = time.perf_counter()
+
+    manifest, data = read_manifest_task(settings)
+    plan = plan_task(settings, manifest, data)
+    failures: list[StoryFailure] = list(plan.failed)
+    seconds["plan"] = time.perf_counter() - tick
+
+    def live() -> list[StoryPlan]:
+        bad = {f.story_id for f in failures}
+        return [p for p in plan.pending if p.story_id not in bad]
+
+    tick = time.perf_counter()
+    batches = chunks(live(), settings.encode_batch_size)
+    futures = tokenizer_task.map([settings] * len(batches), batches)
+    _gather(futures, batches, "tokenizer", failures, failures.extend)
+    seconds["tokenizer"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    written = {"written": 0, "resumed": 0}
+
+    def took(report: Any) -> None:
+        written["written"] += report.written
+        written["resumed"] += report.resumed
+        failures.extend(report.failures)
+
+    batches = chunks(live(), settings.write_batch_size)
+    futures = mllm_task.map([settings] * len(batches), batches, [attempt] * len(batches))
+    _gather(futures, batches, "mllm", failures, took)
+    seconds["mllm"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    items = list_draws_task(settings, live())
+    item_batches = chunks(items, settings.draw_batch_size)
+    owners = {p.story_id: p for p in plan.pending}
+    story_batches = [list({owners[i.story_id].story_id: owners[i.story_id] for i in b}.values()) for b in item_batches]
+    drawn = [0]
+    futures = detokenizer_task.map([settings] * len(item_batches), item_batches, [attempt] * len(item_batches))
+    _gather(futures, story_batches, "detokenizer", failures, lambda n: drawn.__setitem__(0, drawn[0] + n))
+    seconds["detokenizer"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    unique = list({f.story_id: f for f in failures}.values())
+    completed, failed = finish_task(settings, plan.pending, [f for f in unique if f.story_id in owners])
+    failed += [f for f in unique if f.story_id not in owners]
+    seconds["finish"] = time.perf_counter() - tick
+
+    tick = time.perf_counter()
+    if settings.render is not None:
+        render_task(settings)
+    if settings.export_storystream:
+        export_task(settings)
+    seconds["render+export"] = time.perf_counter() - tick
+
+    summary = RunSummary(
+        run_id=run_id,
+        attempt=attempt,
+        manifest=settings.manifest,
+        model_version=plan.model_version,
+        started_at=started,
+        finished_at=now(),
+        rows=len(manifest.entries) + len(manifest.problems),
+        bad_rows=manifest.problems,
+        skipped_finished=plan.finished,
+        completed=completed,
+        failed=failed,
+        steps_written=written["written"],
+        steps_resumed=written["resumed"],
+        pictures_drawn=drawn[0],
+        seconds=seconds,
+    )
+    put_model(settings.open_store(), summary_key(run_id, settings.part), summary)
+    create_markdown_artifact(
+        summary_markdown(summary), key=artifact_key("nightly", run_id, settings.part), description="Nightly run"
+    )
+    log.info("run %s: %d completed, %d failed, %d skipped (finished before), %d bad rows", run_id,
+             len(completed), len(failed), len(plan.finished), len(manifest.problems))  # fmt: skip
+    return summary

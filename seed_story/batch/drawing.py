@@ -1,0 +1,68 @@
+"""The de-tokenizer stage: draw stored feature sets into pictures, in batches across stories."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pydantic import BaseModel
+
+from seed_story.batch.layout import StoryKeys
+from seed_story.batch.records import DrawRecord, StoryPlan, WritingDone, features_from_bytes, png_bytes
+from seed_story.generation.pipeline import StoryPipeline
+from seed_story.storage import ObjectStore, get_model, put_model
+
+logger = logging.getLogger(__name__)
+
+
+class DrawItem(BaseModel):
+    """One picture to draw: a story's step whose features are stored."""
+
+    run_id: str
+    story_id: str
+    step: int
+
+    @property
+    def story_keys(self) -> StoryKeys:
+        return StoryKeys(self.run_id, self.story_id)
+
+
+def pending_draws(store: ObjectStore, plans: list[StoryPlan]) -> list[DrawItem]:
+    """Steps of stories the MLLM has finished whose pictures are not yet stored, story by story."""
+    items = []
+    for plan in plans:
+        keys = StoryKeys(plan.run_id, plan.story_id)
+        if not store.exists(keys.written):
+            continue
+        done = get_model(store, keys.written, WritingDone)
+        names = set(store.list(keys.key("work/")))
+        items += [
+            DrawItem(run_id=plan.run_id, story_id=plan.story_id, step=i)
+            for i in range(1, done.steps + 1)
+            if keys.drawn(i) not in names
+        ]
+    return items
+
+
+def draw_items(store: ObjectStore, items: list[DrawItem], pipeline: StoryPipeline, attempt: str) -> int:
+    """Draw ``items`` (in the pipeline's draw batches) and store each PNG, then its :class:`DrawRecord`.
+
+    Each picture depends only on its features and the draw seed, so batching across stories and redrawing
+    after a crash give the same pictures.
+    """
+    if not items:
+        return 0
+    features = [features_from_bytes(store.get_bytes(item.story_keys.step_features(item.step))) for item in items]
+    start = time.perf_counter()
+    pictures = pipeline.draw(features)
+    seconds = (time.perf_counter() - start) / len(items)
+    for item, picture in zip(items, pictures, strict=True):
+        keys = item.story_keys
+        store.put_bytes(keys.step_image(item.step), png_bytes(picture), content_type="image/png")
+        record = DrawRecord(
+            story_id=item.story_id, step=item.step, image_key=keys.step_image(item.step), draw_seconds=seconds,
+            attempt=attempt,
+        )  # fmt: skip
+        put_model(store, keys.drawn(item.step), record)
+    logger.info("drew %d pictures", len(items))
+    return len(items)

@@ -1,0 +1,110 @@
+"""Finish stories: the story sequence as Parquet, ``story.json`` for the renderer, StoryStream export."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from seed_story.batch.layout import StoryKeys, export_key, opening_image_name, run_prefix, step_image_name
+from seed_story.batch.records import DrawRecord, StepRecord, StoryFailure, StoryPlan, WritingDone
+from seed_story.batch.writing import stored_steps
+from seed_story.render.records import StoryRecord, StoryStep
+from seed_story.storage import ObjectStore, get_model, put_model
+
+# One row per step; step 0 is the opening (its text is the opening text, its picture the given one).
+SEQUENCE_SCHEMA = pa.schema([
+    pa.field("story_id", pa.string(), nullable=False),
+    pa.field("step", pa.int32(), nullable=False),
+    pa.field("text", pa.string(), nullable=False),
+    pa.field("image_key", pa.string(), nullable=False),
+    pa.field("feature_key", pa.string(), nullable=False),
+    pa.field("model_version", pa.string(), nullable=False),
+    pa.field("seed", pa.int64(), nullable=False),
+    pa.field("settings", pa.string(), nullable=False),  # JSON: writer (sampling, sink) + draw settings
+    pa.field("token_count", pa.int32(), nullable=False),
+    pa.field("write_seconds", pa.float64(), nullable=False),
+    pa.field("draw_seconds", pa.float64(), nullable=False),
+    pa.field("attempt", pa.string(), nullable=False),  # the run attempt that wrote the step
+])  # fmt: skip
+
+
+def finish_story(store: ObjectStore, plan: StoryPlan) -> StoryRecord | None:
+    """Write ``sequence.parquet`` then ``story.json`` once every step is written and drawn; else ``None``."""
+    keys = StoryKeys(plan.run_id, plan.story_id)
+    if not store.exists(keys.written):
+        return None
+    done = get_model(store, keys.written, WritingDone)
+    steps = stored_steps(store, keys)[: done.steps]
+    names = set(store.list(keys.key("work/")))
+    if len(steps) < done.steps or any(keys.drawn(s.step) not in names for s in steps):
+        return None
+    draws = [get_model(store, keys.drawn(s.step), DrawRecord) for s in steps]
+    store.put_bytes(keys.sequence, _sequence_parquet(plan, steps, draws))
+    row = plan.row
+    record = StoryRecord(
+        story_id=plan.story_id,
+        title=row.book_title,
+        author=row.author,
+        style=row.style,
+        opening_text=row.text,
+        opening_image=opening_image_name(),
+        steps=[StoryStep(index=s.step, text=s.text, image=step_image_name(s.step)) for s in steps],
+    )
+    put_model(store, keys.story, record)
+    return record
+
+
+def fail_story(store: ObjectStore, plan: StoryPlan, failure: StoryFailure) -> None:
+    """Mark a story failed (the gallery lists it with the reason); the next attempt tries it again."""
+    record = StoryRecord(
+        story_id=plan.story_id,
+        title=plan.row.book_title,
+        author=plan.row.author,
+        status="failed",
+        failure_reason=f"{failure.stage}: {failure.reason}",
+        opening_text=plan.row.text,
+    )
+    put_model(store, StoryKeys(plan.run_id, plan.story_id).story, record)
+
+
+def _sequence_parquet(plan: StoryPlan, steps: list[StepRecord], draws: list[DrawRecord]) -> bytes:
+    keys = StoryKeys(plan.run_id, plan.story_id)
+    settings = json.dumps(plan.settings, sort_keys=True)
+    rows = [dict(step=0, text=plan.row.text, image_key=keys.opening_image, feature_key=keys.opening_features,
+                 token_count=0, write_seconds=0.0, draw_seconds=0.0, attempt="")]  # fmt: skip
+    for s, d in zip(steps, draws, strict=True):
+        rows.append(dict(step=s.step, text=s.text, image_key=d.image_key, feature_key=s.feature_key,
+                         token_count=len(s.token_ids), write_seconds=s.write_seconds, draw_seconds=d.draw_seconds,
+                         attempt=s.attempt))  # fmt: skip
+    for r in rows:
+        r.update(story_id=plan.story_id, model_version=plan.model_version, seed=plan.row.seed, settings=settings)
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SEQUENCE_SCHEMA), buffer)
+    return buffer.getvalue()
+
+
+def read_sequence(store: ObjectStore, run_id: str, story_id: str) -> pa.Table:
+    """A finished story's sequence table (``SEQUENCE_SCHEMA``)."""
+    return pq.read_table(io.BytesIO(store.get_bytes(StoryKeys(run_id, story_id).sequence)))
+
+
+def export_storystream(store: ObjectStore, run_id: str) -> tuple[str, int]:
+    """Write the run's finished stories as StoryStream jsonl (image paths relative to the run folder), so
+    ``seed-story data ingest-storystream`` can turn them into training shards. Returns (key, stories)."""
+    prefix = run_prefix(run_id) + "/"
+    lines = []
+    for key in store.list(prefix):
+        if not key.endswith("/story.json") or key.count("/") != 3:
+            continue
+        record = get_model(store, key, StoryRecord)
+        if record.status != "complete":
+            continue
+        images = [f"{record.story_id}/{name}" for name in record.image_files()]
+        captions = [record.opening_text, *(s.text for s in record.steps)]
+        lines.append(json.dumps({"id": record.story_id, "images": images, "captions": captions}, ensure_ascii=False))
+    key = export_key(run_id)
+    store.put_bytes(key, ("\n".join(lines) + "\n").encode() if lines else b"", content_type="application/jsonl")
+    return key, len(lines)

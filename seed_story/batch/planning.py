@@ -1,0 +1,89 @@
+"""Plan a run: which stories are finished, which go on, and what each one runs with."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import PurePosixPath
+
+from pydantic import BaseModel, Field
+
+from seed_story.batch.layout import StoryKeys, manifest_copy_key
+from seed_story.batch.manifest import Manifest, ManifestRow
+from seed_story.batch.models import ModelSpec
+from seed_story.batch.records import StoryFailure, StoryPlan
+from seed_story.render.records import StoryRecord
+from seed_story.storage import ObjectStore, get_model, put_model
+
+logger = logging.getLogger(__name__)
+
+
+class RunPlan(BaseModel):
+    """The stories of a run that need work, those already finished, and those that cannot run."""
+
+    run_id: str
+    model_version: str
+    pending: list[StoryPlan]
+    finished: list[str] = Field(default_factory=list)
+    failed: list[StoryFailure] = Field(default_factory=list)
+
+
+def resolve_image_uri(image: str, folder: str) -> str:
+    """Absolute form of a manifest's image reference: ``s3://`` and absolute paths as given, ``file://``
+    as a path, relative paths inside the manifest's folder (a local folder or an ``s3://`` prefix)."""
+    if image.startswith("s3://"):
+        return image
+    if image.startswith("file://"):
+        return image.removeprefix("file://")
+    if image.startswith("/"):
+        return image
+    if folder.startswith("s3://"):
+        return folder.rstrip("/") + "/" + str(PurePosixPath(image))
+    return str(PurePosixPath(folder) / image)
+
+
+def story_plan(run_id: str, entry_line: int, row: ManifestRow, folder: str, spec: ModelSpec, version: str) -> StoryPlan:
+    settings = spec.settings_json()
+    if row.sampling is not None:
+        settings["writer"]["sampling"] = row.sampling.model_dump(mode="json")
+    return StoryPlan(
+        run_id=run_id,
+        story_id=row.story_id,
+        line=entry_line,
+        row=row,
+        image_uri=resolve_image_uri(row.image, folder),
+        model_version=version,
+        settings=settings,
+    )
+
+
+def plan_run(
+    store: ObjectStore, manifest: Manifest, manifest_bytes: bytes, run_id: str, spec: ModelSpec, version: str
+) -> RunPlan:
+    """Record the manifest and each story's plan in the store; finished stories are skipped.
+
+    A story folder that was started with a different row, model or settings is not touched: it is reported
+    as failed ("conflict") so that a changed manifest never mixes two versions of one story.
+    """
+    store.put_bytes(manifest_copy_key(run_id, PurePosixPath(manifest.source).name), manifest_bytes)
+    plan = RunPlan(run_id=run_id, model_version=version, pending=[])
+    for entry in manifest.entries:
+        wanted = story_plan(run_id, entry.line, entry.row, manifest.folder, spec, version)
+        keys = StoryKeys(run_id, entry.row.story_id)
+        if store.exists(keys.request):
+            stored = get_model(store, keys.request, StoryPlan)
+            if not stored.same_work(wanted):
+                plan.failed.append(StoryFailure(story_id=keys.story_id, stage="plan", reason=(
+                    "conflict: this run already holds the story with a different row, model or settings; "
+                    "use a new run id or delete the story folder"
+                )))  # fmt: skip
+                continue
+            if store.exists(keys.story):
+                record = get_model(store, keys.story, StoryRecord)
+                if record.status == "complete":
+                    plan.finished.append(keys.story_id)
+                    continue
+                store.delete(keys.story)  # a failed story gets another try
+        put_model(store, keys.request, wanted)
+        plan.pending.append(wanted)
+    logger.info("run %s: %d stories to work on, %d already finished", run_id, len(plan.pending), len(plan.finished))
+    return plan

@@ -1,0 +1,139 @@
+"""The MLLM stage: write stories in a micro-batch, persisting every step as soon as it is written.
+
+A story interrupted by a crash resumes from its last stored step: stored steps are replayed into the cache
+(:class:`seed_story.generation.records.ResumeStep`), never decoded again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from pydantic import BaseModel, Field
+
+from seed_story.batch.layout import StoryKeys
+from seed_story.batch.records import (
+    StepRecord,
+    StoryFailure,
+    StoryPlan,
+    WritingDone,
+    encode_generator_state,
+    features_from_bytes,
+    features_to_bytes,
+)
+from seed_story.generation.pipeline import StoryPipeline
+from seed_story.generation.records import ResumeStep, StoryRequest, WrittenStep
+from seed_story.generation.settings import WriterSettings
+from seed_story.storage import ObjectStore, get_model, put_model
+
+logger = logging.getLogger(__name__)
+
+
+class WriteReport(BaseModel):
+    written: int = 0
+    resumed: int = Field(default=0, description="steps found in the store and replayed, not recomputed")
+    failures: list[StoryFailure] = Field(default_factory=list)
+
+
+def stored_steps(store: ObjectStore, keys: StoryKeys) -> list[StepRecord]:
+    """The story's consecutive stored steps 1..k (a gap ends them: a later step cannot be trusted)."""
+    names = set(store.list(keys.key("work/")))
+    steps = []
+    while keys.step(len(steps) + 1) in names:
+        steps.append(get_model(store, keys.step(len(steps) + 1), StepRecord))
+    return steps
+
+
+def _request(store: ObjectStore, plan: StoryPlan, steps: list[StepRecord]) -> StoryRequest:
+    keys = StoryKeys(plan.run_id, plan.story_id)
+    resume = [
+        ResumeStep(s.text, features_from_bytes(store.get_bytes(s.feature_key)), s.generator_tensor(), s.token_ids)
+        for s in steps
+    ]
+    row = plan.row
+    return StoryRequest(
+        opening_text=row.text,
+        opening_features=features_from_bytes(store.get_bytes(keys.opening_features)),
+        num_steps=row.num_steps,
+        texts=row.texts,
+        seed=row.seed,
+        resume=resume,
+    )
+
+
+@contextmanager
+def _writer_settings(pipeline: StoryPipeline, settings: WriterSettings) -> Iterator[None]:
+    # Rows may bring their own sampling settings; the pipeline is shared, so restore them afterwards.
+    previous = pipeline.writer.settings
+    pipeline.writer.settings = settings
+    try:
+        yield
+    finally:
+        pipeline.writer.settings = previous
+
+
+def write_stories(store: ObjectStore, plans: list[StoryPlan], pipeline: StoryPipeline, attempt: str) -> WriteReport:
+    """Write (or finish writing) every story of ``plans`` that the MLLM has not finished.
+
+    Stories are grouped by writer settings (one batch per group). Each step's features are stored before its
+    :class:`StepRecord`, which is the commit mark; the story's :class:`WritingDone` comes last.
+    """
+    report = WriteReport()
+    groups: dict[str, list[StoryPlan]] = {}
+    for plan in plans:
+        if not store.exists(StoryKeys(plan.run_id, plan.story_id).written):
+            groups.setdefault(WriterSettings.model_validate(plan.settings["writer"]).model_dump_json(), []).append(plan)
+    for settings_json, group in groups.items():
+        requests, todo = [], []
+        for plan in group:
+            keys = StoryKeys(plan.run_id, plan.story_id)
+            steps = stored_steps(store, keys)
+            report.resumed += len(steps)
+            if len(steps) >= plan.row.num_steps:  # crashed after its last step, before the done mark
+                put_model(store, keys.written, WritingDone(story_id=plan.story_id, steps=len(steps),
+                                                           stop_reason="steps", attempt=attempt))  # fmt: skip
+                continue
+            requests.append(_request(store, plan, steps))
+            todo.append(plan)
+        if not todo:
+            continue
+        with _writer_settings(pipeline, WriterSettings.model_validate_json(settings_json)):
+            stories = pipeline.write_story(requests, on_step=_persister(store, todo, attempt, report))
+        for plan, request, story in zip(todo, requests, stories, strict=True):
+            total = len(request.resume) + len(story.steps)
+            if total == 0:
+                report.failures.append(StoryFailure(story_id=plan.story_id, stage="mllm", reason=(
+                    f"the model wrote no picture for the first step (stopped: {story.stop_reason})"
+                )))  # fmt: skip
+                continue
+            done = WritingDone(story_id=plan.story_id, steps=total, stop_reason=story.stop_reason, attempt=attempt)
+            put_model(store, StoryKeys(plan.run_id, plan.story_id).written, done)
+    return report
+
+
+def _persister(
+    store: ObjectStore, plans: list[StoryPlan], attempt: str, report: WriteReport
+) -> Callable[[int, WrittenStep], None]:
+    """The ``on_step`` callback that stores each written step: features first, then the step record."""
+
+    def persist(index: int, step: WrittenStep) -> None:
+        keys = StoryKeys(plans[index].run_id, plans[index].story_id)
+        feature_key = keys.step_features(step.index)
+        store.put_bytes(feature_key, features_to_bytes(step.features))
+        record = StepRecord(
+            story_id=keys.story_id,
+            step=step.index,
+            text=step.text,
+            token_ids=step.token_ids,
+            feature_key=feature_key,
+            generator_state=encode_generator_state(step.generator_state),
+            prompt_tokens=step.prompt_tokens,
+            kv_tokens=step.kv_tokens,
+            write_seconds=step.seconds,
+            attempt=attempt,
+        )
+        put_model(store, keys.step(step.index), record)
+        report.written += 1
+
+    return persist

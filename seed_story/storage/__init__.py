@@ -1,0 +1,46 @@
+"""Object storage: one interface (``ObjectStore``) over a local folder and S3, with atomic writes and sha256.
+
+Example::
+
+    from seed_story.storage import open_store, put_model, get_model
+    store = open_store("s3://books/prod")          # or "/data/store", "file:///data/store"
+    put_model(store, "runs/r1/s1/story.json", record)
+    record = get_model(store, "runs/r1/s1/story.json", StoryRecord)
+"""
+
+from seed_story.storage.base import (
+    ChecksumMismatch,
+    ObjectInfo,
+    ObjectNotFound,
+    ObjectStore,
+    StorageError,
+    check_key,
+    get_model,
+    join_key,
+    put_model,
+)
+from seed_story.storage.local import LocalObjectStore, atomic_file
+from seed_story.storage.s3 import S3ObjectStore, S3Settings
+from seed_story.storage.sync import download, publish, staged_folder, upload
+from seed_story.storage.uri import open_store
+
+__all__ = [
+    "ChecksumMismatch",
+    "LocalObjectStore",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "ObjectStore",
+    "S3ObjectStore",
+    "S3Settings",
+    "StorageError",
+    "atomic_file",
+    "check_key",
+    "download",
+    "get_model",
+    "join_key",
+    "open_store",
+    "publish",
+    "put_model",
+    "staged_folder",
+    "upload",
+]

@@ -1,0 +1,106 @@
+"""Tasks of the nightly generation flow. GPU tasks carry the ``gpu`` tag (a tag concurrency limit caps how many
+run at once on a worker) and share one pipeline per worker process (:func:`seed_story.batch.models.load_pipeline`).
+They pass records and store keys, never tensors.
+"""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from seed_story.batch.drawing import DrawItem, draw_items, pending_draws
+from seed_story.batch.finishing import export_storystream, fail_story, finish_story
+from seed_story.batch.manifest import Manifest
+from seed_story.batch.models import load_pipeline, model_version
+from seed_story.batch.openings import encode_openings
+from seed_story.batch.planning import RunPlan, plan_run
+from seed_story.batch.records import StoryFailure, StoryPlan
+from seed_story.batch.sources import load_manifest
+from seed_story.batch.writing import WriteReport, write_stories
+from seed_story.render.run import RunReport, render_run
+from tasks.retry import STORAGE_BACKOFF, STORAGE_RETRIES, storage_errors_only
+from tasks.settings import NightlySettings
+
+GPU_TAG = "gpu"
+IO_TASK = dict(retries=STORAGE_RETRIES, retry_delay_seconds=STORAGE_BACKOFF, retry_condition_fn=storage_errors_only,
+           cache_policy=NO_CACHE)  # fmt: skip
+
+
+@task(name="read-manifest", **IO_TASK)
+def read_manifest_task(settings: NightlySettings) -> tuple[Manifest, bytes]:
+    """Read and validate the manifest (bad rows are reported, duplicate ids raise before any work)."""
+    manifest, data = load_manifest(settings.manifest, settings.s3)
+    for problem in manifest.problems:
+        get_run_logger().warning("manifest line %d skipped: %s", problem.line, problem.reason)
+    return manifest, data
+
+
+@task(name="plan-run", **IO_TASK)
+def plan_task(settings: NightlySettings, manifest: Manifest, data: bytes) -> RunPlan:
+    version = model_version(settings.model.path)
+    return plan_run(settings.open_store(), manifest, data, settings.resolved_run_id(), settings.model, version)
+
+
+@task(name="tokenizer", tags=[GPU_TAG], **IO_TASK)
+def tokenizer_task(settings: NightlySettings, plans: list[StoryPlan]) -> list[StoryFailure]:
+    """ViT-encode a micro-batch of opening pictures into the store."""
+    pipeline, lock = load_pipeline(settings.model)
+    with lock:
+        return encode_openings(settings.open_store(), plans, pipeline, settings.s3)
+
+
+@task(name="mllm", tags=[GPU_TAG], **IO_TASK)
+def mllm_task(settings: NightlySettings, plans: list[StoryPlan], attempt: str) -> WriteReport:
+    """Write a micro-batch of stories (text + regressed features per step), persisting every step."""
+    pipeline, lock = load_pipeline(settings.model)
+    with lock:
+        report = write_stories(settings.open_store(), plans, pipeline, attempt)
+    get_run_logger().info("wrote %d steps (%d resumed from the store)", report.written, report.resumed)
+    return report
+
+
+@task(name="list-draws", **IO_TASK)
+def list_draws_task(settings: NightlySettings, plans: list[StoryPlan]) -> list[DrawItem]:
+    return pending_draws(settings.open_store(), plans)
+
+
+@task(name="detokenizer", tags=[GPU_TAG], **IO_TASK)
+def detokenizer_task(settings: NightlySettings, items: list[DrawItem], attempt: str) -> int:
+    """Draw a batch of stored feature sets (from any stories) into pictures."""
+    pipeline, lock = load_pipeline(settings.model)
+    with lock:
+        return draw_items(settings.open_store(), items, pipeline, attempt)
+
+
+@task(name="finish-stories", **IO_TASK)
+def finish_task(
+    settings: NightlySettings, plans: list[StoryPlan], failures: list[StoryFailure]
+) -> tuple[list[str], list[StoryFailure]]:
+    """Write sequence + story.json of every finished story; mark failed ones; report the rest as unfinished."""
+    store = settings.open_store()
+    failed = {f.story_id: f for f in failures}
+    completed, unfinished = [], []
+    for plan in plans:
+        if plan.story_id in failed:
+            fail_story(store, plan, failed[plan.story_id])
+        elif finish_story(store, plan) is not None:
+            completed.append(plan.story_id)
+        else:
+            failure = StoryFailure(story_id=plan.story_id, stage="finish", reason="not every step was written/drawn")
+            fail_story(store, plan, failure)
+            unfinished.append(failure)
+    return completed, [*failed.values(), *unfinished]
+
+
+@task(name="render-books", **IO_TASK)
+def render_task(settings: NightlySettings) -> RunReport | None:
+    if settings.render is None:
+        return None
+    r = settings.render
+    return render_run(settings.open_store(), settings.resolved_run_id(), r.formats, r.print_settings,
+                      self_contained=r.self_contained)  # fmt: skip
+
+
+@task(name="export-storystream", **IO_TASK)
+def export_task(settings: NightlySettings) -> tuple[str, int]:
+    return export_storystream(settings.open_store(), settings.resolved_run_id())

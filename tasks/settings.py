@@ -1,0 +1,44 @@
+"""Flow parameters as pydantic models, so Prefect validates them and the UI shows their schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from seed_story.batch.models import ModelSpec
+from seed_story.render.pdf import PrintSettings
+from seed_story.storage import ObjectStore, S3Settings, open_store
+
+
+class RenderOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    formats: list[Literal["html", "pdf"]] = Field(default_factory=lambda: ["html", "pdf"])
+    print_settings: PrintSettings = PrintSettings()
+    self_contained: bool = False
+
+
+class NightlySettings(BaseModel):
+    """One night's generation: which manifest, which store, which model, how big the micro-batches are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: str = Field(description="JSONL/CSV/Parquet manifest: a local path or s3:// URI")
+    store: str = Field(description="store root: a local folder, file:// or s3://bucket/prefix")
+    model: ModelSpec
+    run_id: str | None = Field(default=None, description="default: today's UTC date, YYYY-MM-DD")
+    part: str | None = Field(default=None, description="name of this shard of a scaled-out run")
+    s3: S3Settings = S3Settings()
+    encode_batch_size: int = Field(default=16, ge=1, description="opening pictures per tokenizer task")
+    write_batch_size: int = Field(default=8, ge=1, description="stories per MLLM task (written as one batch)")
+    draw_batch_size: int = Field(default=16, ge=1, description="pictures per de-tokenizer task, across stories")
+    render: RenderOptions | None = Field(default_factory=RenderOptions, description="None: no books this run")
+    export_storystream: bool = True
+
+    def resolved_run_id(self) -> str:
+        return self.run_id or datetime.now(UTC).strftime("%Y-%m-%d")
+
+    def open_store(self) -> ObjectStore:
+        return open_store(self.store, self.s3)
