@@ -39,7 +39,11 @@ class Components:
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Components:
         for module in (self.visual_tokenizer, self.mllm, self.detokenizer, self.vae):
-            module.to(device=device, dtype=dtype)
+            # Cast only when needed: diffusers warns on every dtype cast of the VAE, even a no-op one.
+            if dtype is None or next(module.parameters()).dtype == dtype:
+                module.to(device=device)
+            else:
+                module.to(device=device, dtype=dtype)
         return self
 
     def eval(self) -> Components:

@@ -30,7 +30,8 @@ class ModelSpec(StrictModel):
 
     def settings_json(self) -> dict:
         """The settings that change a story's content (stored with each story, so a resume can check them)."""
-        return {"writer": self.writer.model_dump(mode="json"), "draw": self.draw.model_dump(mode="json")}
+        draw = self.draw.model_dump(mode="json", exclude={"batch_size"})  # batching never changes a picture
+        return {"writer": self.writer.model_dump(mode="json"), "draw": draw}
 
 
 def model_version(path: str | Path) -> str:

@@ -1,0 +1,142 @@
+"""``seed-story generate`` and ``seed-story demo``: run the nightly flow once, with a progress bar."""
+
+from __future__ import annotations
+
+import threading
+from importlib import resources
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+DEMO_CACHE = Path("~/.cache/seed-story/toy-model")
+
+
+def _watch(store, run_id: str, total_steps: int, done: threading.Event, console: Console) -> None:
+    """Poll the store every second and show written steps and drawn pictures (what the flow has persisted)."""
+    from seed_story.batch.progress import run_progress
+
+    columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bars:
+        write = bars.add_task("writing", total=total_steps)
+        draw = bars.add_task("drawing", total=total_steps)
+        while True:
+            finished = done.wait(1.0)
+            try:
+                now = run_progress(store, run_id)
+            except Exception:  # the store may not exist yet; the flow reports real errors
+                now = None
+            if now is not None:
+                bars.update(write, completed=now.steps_written)
+                bars.update(draw, completed=now.pictures_drawn)
+            if finished:
+                return
+
+
+def run_night(settings, *, progress: bool = True, console: Console | None = None):
+    """Run ``nightly_generation`` in this process, with a rich progress bar fed from the store."""
+    from flows.nightly_generation import nightly_generation
+    from seed_story.batch.sources import load_manifest
+
+    console = console or Console(stderr=True)
+    manifest, _ = load_manifest(settings.manifest, settings.s3)
+    done = threading.Event()
+    watcher = None
+    if progress:
+        total = sum(r.num_steps for r in manifest.rows)
+        args = (settings.open_store(), settings.resolved_run_id(), total, done, console)
+        watcher = threading.Thread(target=_watch, args=args, daemon=True)
+        watcher.start()
+    try:
+        return nightly_generation(settings)
+    finally:
+        done.set()
+        if watcher is not None:
+            watcher.join(timeout=10)
+
+
+def _print_summary(summary, store: str, console: Console) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"run {summary.run_id}")
+    for column in ("completed", "finished before", "failed", "bad rows", "steps written", "pictures"):
+        table.add_column(column, justify="right")
+    table.add_row(*map(str, (len(summary.completed), len(summary.skipped_finished), len(summary.failed),
+                             len(summary.bad_rows), summary.steps_written, summary.pictures_drawn)))  # fmt: skip
+    console.print(table)
+    for f in summary.failed:
+        console.print(f"[red]failed[/red] {f.story_id} ({f.stage}): {f.reason}", markup=True, highlight=False)
+    for p in summary.bad_rows:
+        console.print(f"[yellow]bad row[/yellow] line {p.line}: {p.reason}", markup=True, highlight=False)
+    console.print(f"books: {store.rstrip('/')}/runs/{summary.run_id}/index.html")
+
+
+def generate(
+    manifest: str = typer.Option(..., "--manifest", "-m", help="JSONL, CSV or Parquet manifest (path or s3:// URI)."),
+    store: str = typer.Option(..., "--store", "-s", help="Store root: a folder, file:// or s3://bucket/prefix."),
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder (this project's or a released pretrained/)."),
+    run_id: str | None = typer.Option(None, "--run-id", help="Default: today's UTC date. Same id = resume."),
+    device: str = typer.Option("cpu", "--device"),
+    dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
+    draw_steps: int = typer.Option(50, "--draw-steps", min=1, help="De-tokenizer denoising steps per picture."),
+    write_batch: int = typer.Option(8, "--write-batch", min=1, help="Stories per MLLM batch."),
+    draw_batch: int = typer.Option(16, "--draw-batch", min=1, help="Pictures per de-tokenizer task."),
+    formats: str = typer.Option("html,pdf", "--format", help="Books to render: html, pdf, both, or 'none'."),
+    page_size: str = typer.Option("8.5x8.5", "--page-size", help="8.5x8.5, a4 or letter."),
+    s3_endpoint_url: str | None = typer.Option(None, "--s3-endpoint-url", help="e.g. http://127.0.0.1:9000 (MinIO)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """Run the nightly generation flow once (Prefect's API from PREFECT_API_URL, else a temporary local one)."""
+    from pydantic import ValidationError
+
+    from seed_story.batch.manifest import ManifestError
+    from seed_story.batch.models import ModelSpec
+    from seed_story.generation.settings import DrawSettings, WriterSettings
+    from seed_story.render.pdf import PrintSettings
+    from seed_story.storage import S3Settings
+    from tasks.settings import NightlySettings, RenderOptions
+
+    try:
+        wanted = [f.strip() for f in formats.split(",") if f.strip() and f.strip() != "none"]
+        settings = NightlySettings(
+            manifest=manifest, store=store, run_id=run_id, s3=S3Settings(endpoint_url=s3_endpoint_url),
+            model=ModelSpec(path=str(model), device=device, dtype=dtype, writer=WriterSettings(),
+                            draw=DrawSettings(num_inference_steps=draw_steps)),
+            write_batch_size=write_batch, draw_batch_size=draw_batch,
+            render=RenderOptions(formats=wanted, print_settings=PrintSettings(page_size=page_size)) if wanted else None,
+        )  # fmt: skip
+        summary = run_night(settings, progress=progress and not as_json)
+    except (ValidationError, ManifestError, ValueError) as err:
+        raise typer.BadParameter(str(err)) from err
+    if as_json:
+        typer.echo(summary.model_dump_json(indent=2))
+    else:
+        _print_summary(summary, store, Console())
+    if summary.failed:
+        raise typer.Exit(code=2)
+
+
+def demo(
+    out: Path = typer.Option(Path("seed-story-demo"), "--out", help="Local store the demo writes into."),
+    model: Path | None = typer.Option(None, "--model", help=f"Default: the toy model, trained once into {DEMO_CACHE}."),
+) -> None:
+    """Three storybooks from bundled example prompts, on the embedded defaults (local store, local Prefect API)."""
+    from seed_story.batch.models import ModelSpec, toy_checkpoint
+    from seed_story.generation.settings import DrawSettings
+    from tasks.settings import NightlySettings
+
+    console = Console(stderr=True)
+    if model is None:
+        console.print(f"toy model: {DEMO_CACHE} (trained in ~20 s on first use)")
+        model = toy_checkpoint(DEMO_CACHE)
+    with resources.as_file(resources.files("seed_story.examples") / "demo.jsonl") as manifest:
+        settings = NightlySettings(
+            manifest=str(manifest), store=str(out.resolve()), run_id="demo",
+            model=ModelSpec(path=str(model), draw=DrawSettings(num_inference_steps=10, batch_size=8)),
+        )  # fmt: skip
+        summary = run_night(settings, console=console)
+    _print_summary(summary, str(out.resolve()), Console())
+    for story_id in sorted([*summary.completed, *summary.skipped_finished]):
+        typer.echo(f"{story_id}: {out.resolve() / 'runs' / 'demo' / story_id / 'book.html'}")
