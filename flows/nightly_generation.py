@@ -73,6 +73,7 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
     started, seconds = now(), {}
     attempt = flow_run.get_id() or uuid.uuid4().hex
     run_id = settings.resolved_run_id()
+    settings = settings.model_copy(update={"run_id": run_id})  # every task sees the same run
     tick = time.perf_counter()
 
     manifest, data = read_manifest_task(settings)

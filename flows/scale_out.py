@@ -8,12 +8,13 @@ exports the finished stories, and writes one summary.
 
 from __future__ import annotations
 
+import time
 import uuid
+from uuid import UUID
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_client, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.deployments import run_deployment
-from prefect.flow_runs import wait_for_flow_run
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,14 +40,29 @@ class ScaleOutSettings(BaseModel):
     poll_seconds: int = Field(default=5, ge=1)
 
 
+def _wait_all(ids: list[UUID], timeout_s: int, poll_s: int) -> list[str]:
+    """Final state types of the child flow runs ('TIMEOUT' for those still running after ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    states: dict[UUID, str] = {}
+    with get_client(sync_client=True) as client:
+        while len(states) < len(ids) and time.monotonic() < deadline:
+            for run_id in ids:
+                state = client.read_flow_run(run_id).state
+                if run_id not in states and state is not None and state.is_final():
+                    states[run_id] = state.type.value
+            if len(states) < len(ids):
+                time.sleep(poll_s)
+    return [states.get(i, "TIMEOUT") for i in ids]
+
+
 @flow(name="nightly-scale-out")
 def nightly_scale_out(settings: ScaleOutSettings) -> RunSummary:
     """Run one night as ``settings.shards`` child flow runs of ``settings.deployment``."""
     log = get_run_logger()
     started = now()
     attempt = flow_run.get_id() or uuid.uuid4().hex
-    night = settings.nightly
-    run_id = night.resolved_run_id()
+    run_id = settings.nightly.resolved_run_id()
+    night = settings.nightly.model_copy(update={"run_id": run_id})
     plan = shard_task(night, settings.shards)
     parts = [f"shard-{i:02d}" for i in range(len(plan.shards))]
     children = []
@@ -64,10 +80,7 @@ def nightly_scale_out(settings: ScaleOutSettings) -> RunSummary:
             )
         )
         log.info("submitted %s as flow run %s", part, children[-1].id)
-    states = []
-    for child in children:
-        final = wait_for_flow_run(child.id, timeout=settings.shard_timeout_s, poll_interval=settings.poll_seconds)
-        states.append(final.state.type.value if final.state else "UNKNOWN")
+    states = _wait_all([c.id for c in children], settings.shard_timeout_s, settings.poll_seconds)
     summary = merge_task(night, plan, parts, states, attempt, started)
     if night.render is not None:
         render_task(night)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
+from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from seed_story.batch.models import ModelSpec
@@ -38,7 +39,11 @@ class NightlySettings(BaseModel):
     export_storystream: bool = True
 
     def resolved_run_id(self) -> str:
-        return self.run_id or datetime.now(UTC).strftime("%Y-%m-%d")
+        """``run_id``, else the UTC date the flow run was scheduled for (a retry after midnight keeps the id)."""
+        if self.run_id:
+            return self.run_id
+        scheduled = flow_run.scheduled_start_time if flow_run.get_id() else None
+        return (scheduled or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d")
 
     def open_store(self) -> ObjectStore:
         return open_store(self.store, self.s3)

@@ -1,0 +1,220 @@
+"""Tasks of the training flows: a run lives in the store, its work happens in a local folder.
+
+Everything a run keeps is under ``training/{stage}/{run_name}/`` in the store::
+
+    checkpoints/checkpoint-{step}/   resumable state; trainer_state.json is put last, so it marks a whole copy
+    metrics.jsonl, metrics.csv       one row per optimiser step (only complete lines while training runs)
+    loss.png, final/                 the loss plot and the native checkpoint (seed_story.json put last)
+    train_config.json                the resolved TrainConfig (with the local paths of the machine that ran it)
+    summary.json                     ``TrainSummary``, written once the run reached ``max_steps``
+
+The trainer resumes exactly from the newest checkpoint in its local output folder; ``pull_checkpoint_task`` puts
+the store's newest one there first, so any machine can continue a run that another one started.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from seed_story.checkpoints.native import MANIFEST
+from seed_story.storage import (
+    ObjectNotFound,
+    ObjectStore,
+    S3Settings,
+    check_key,
+    get_model,
+    join_key,
+    open_store,
+    put_model,
+)
+from seed_story.training import TrainConfig, TrainResult, load_train_config, train
+from seed_story.training.config import read_config_file
+from seed_story.training.store_sync import (
+    CheckpointPusher,
+    mirror,
+    pull_checkpoint,
+    push_folder,
+    push_metrics,
+    sync_checkpoints,
+    uri_of,
+)
+from tasks.retry import STORAGE_BACKOFF, STORAGE_RETRIES, storage_errors_only
+
+GPU_TAG = "gpu"  # the tag of the generation tasks too: one tag concurrency limit shares the GPUs among both
+SUMMARY = "summary.json"
+_IO = dict(retries=STORAGE_RETRIES, retry_delay_seconds=STORAGE_BACKOFF, retry_condition_fn=storage_errors_only,
+           cache_policy=NO_CACHE)  # fmt: skip
+_RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class TrainFlowSettings(BaseModel):
+    """One training run: which config, which store keeps the run, where the machine works.
+
+    Example (deployment parameters)::
+
+        settings: {config: configs/train/george_stage2.yaml, store: s3://models/seed-story, run_name: george-w48}
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    config: str = Field(description="training config YAML/JSON, relative to the repo root (configs/train/...)")
+    store: str = Field(description="store root: a local folder, file:// or s3://bucket/prefix")
+    run_name: str | None = Field(
+        None, pattern=_RUN_NAME, description="default: <config stem>-<ISO week of the scheduled start>, e.g. "
+        "george_stage2-2026-W48, so a rerun in the same week resumes; set it to continue a run across weeks",
+    )  # fmt: skip
+    max_steps: int | None = Field(None, gt=0, description="override the config's max_steps")
+    save_every: int | None = Field(None, gt=0, description="override the config's save_every (checkpoint interval)")
+    overrides: dict[str, Any] = Field(
+        default_factory=dict, description="other TrainConfig keys, e.g. {learning_rate: 5e-5, data: {batch_size: 8}} "
+        "(data keys are merged into the file's data unless they name another kind)",
+    )  # fmt: skip
+    init_from: str | None = Field(None, description="store prefix of a final checkpoint (training/stage2/r1/final)")
+    shards_from: str | None = Field(None, description="store prefix of StoryStream shards (ingest-storystream)")
+    work_dir: str = Field("work", description="local folder for checkpoints, downloads and the trainer's outputs")
+    sync_every_s: float = Field(60.0, gt=0, description="how often new checkpoints are pushed while training runs")
+    s3: S3Settings = S3Settings()
+
+    @field_validator("init_from", "shards_from")
+    @classmethod
+    def _key_prefix(cls, value: str | None) -> str | None:
+        return None if value is None else check_key(value.strip("/"))
+
+    def resolved_run_name(self, when: datetime | None = None) -> str:
+        if self.run_name:
+            return self.run_name
+        year, week, _ = (when or datetime.now(UTC)).isocalendar()
+        return f"{Path(self.config).stem}-{year}-W{week:02d}"
+
+    def open_store(self) -> ObjectStore:
+        return open_store(self.store, self.s3)
+
+    def input_folder(self, store: ObjectStore, prefix: str) -> Path:
+        """Where the objects under ``prefix`` are read from: a local store's own folder, else a download folder."""
+        return store.local_path(prefix) or Path(self.work_dir) / "inputs" / prefix
+
+
+class TrainSummary(BaseModel):
+    """What a training flow did and where its outputs are (also ``summary.json`` beside them in the store)."""
+
+    stage: str
+    run_name: str
+    store: str
+    prefix: str = Field(description="the run's key prefix in the store: training/{stage}/{run_name}")
+    steps: int
+    max_steps: int
+    resumed_from: int | None = Field(description="step of the checkpoint this invocation resumed from")
+    new_steps: int = Field(description="optimiser steps run by the invocation that wrote this summary")
+    final_loss: float | None
+    final_weights: str = Field(description="URI of the final checkpoint folder (readable by load_components)")
+    metrics: str = Field(description="URI of metrics.csv")
+    seconds: float
+    finished_at: datetime
+
+
+def data_values(config: str, given: dict[str, Any] | None) -> dict[str, Any]:
+    """The config file's ``data`` with ``given`` keys merged in (replacing it when ``given`` names another kind)."""
+    file = read_config_file(config).get("data") or {}
+    if given is None:
+        return dict(file)
+    same_kind = given.get("kind", file.get("kind", "toy")) == file.get("kind", "toy")
+    return {**file, **given} if same_kind else dict(given)
+
+
+@task(name="load-train-config", cache_policy=NO_CACHE)
+def load_config_task(settings: TrainFlowSettings, stage: str, prefix: str) -> TrainConfig:
+    """The config file's stage defaults and keys, the overrides, and local paths: output, init, shards."""
+    store = settings.open_store()
+    values: dict[str, Any] = {**settings.overrides, "resume": True}
+    values["output_dir"] = str(Path(settings.work_dir) / prefix)
+    values |= {k: v for k in ("max_steps", "save_every") if (v := getattr(settings, k)) is not None}
+    if settings.init_from:
+        values["init"] = str(settings.input_folder(store, settings.init_from))
+    if "data" in settings.overrides or settings.shards_from:
+        values["data"] = data_values(settings.config, settings.overrides.get("data"))
+    if settings.shards_from:
+        if values["data"].get("kind", "toy") != "storystream":
+            raise ValueError(f"shards_from needs a storystream data source; {settings.config} has {values['data']}")
+        values["data"]["shards"] = str(settings.input_folder(store, settings.shards_from))
+    return load_train_config(settings.config, stage, **values)
+
+
+@task(name="finished-run", **_IO)
+def finished_run_task(settings: TrainFlowSettings, prefix: str, max_steps: int) -> TrainSummary | None:
+    """The stored summary if the run already reached ``max_steps`` (nothing left to do), else None."""
+    store = settings.open_store()
+    try:
+        summary = get_model(store, join_key(prefix, SUMMARY), TrainSummary)
+    except ObjectNotFound:
+        return None
+    done = summary.steps >= max_steps and store.exists(join_key(prefix, "final", MANIFEST))
+    return summary if done else None
+
+
+@task(name="fetch-inputs", **_IO)
+def fetch_inputs_task(settings: TrainFlowSettings) -> int:
+    """Download ``init_from`` and ``shards_from`` where the config expects them; returns the files fetched."""
+    store = settings.open_store()
+    prefixes = [p for p in (settings.init_from, settings.shards_from) if p]
+    return sum(mirror(store, p, settings.input_folder(store, p)) for p in prefixes)
+
+
+@task(name="pull-checkpoint", **_IO)
+def pull_checkpoint_task(settings: TrainFlowSettings, prefix: str, output_dir: str) -> int | None:
+    """Bring the run's newest checkpoint from the store (if newer than the local one); returns its step."""
+    step = pull_checkpoint(settings.open_store(), prefix, Path(output_dir))
+    if step is not None:
+        get_run_logger().info("resuming %s from step %d", prefix, step)
+    return step
+
+
+@task(name="train", tags=[GPU_TAG], cache_policy=NO_CACHE)
+def train_task(settings: TrainFlowSettings, cfg: TrainConfig, prefix: str) -> TrainResult:
+    """Run the trainer (exact resume from the newest local checkpoint), pushing checkpoints as they appear."""
+    store, log = settings.open_store(), get_run_logger()
+    with CheckpointPusher(store, Path(cfg.output_dir), prefix, cfg.keep_checkpoints, settings.sync_every_s, log):
+        return train(cfg)
+
+
+@task(name="push-outputs", **_IO)
+def push_outputs_task(settings: TrainFlowSettings, cfg: TrainConfig, prefix: str) -> str:
+    """Push what the store still lacks: checkpoints, metrics, plot, final weights (manifest last); returns the
+    final checkpoint's URI."""
+    store, out = settings.open_store(), Path(cfg.output_dir)
+    sync_checkpoints(store, out, prefix, cfg.keep_checkpoints)
+    push_metrics(store, out, prefix)
+    if (out / "loss.png").is_file():
+        store.put_file(join_key(prefix, "loss.png"), out / "loss.png")
+    final = join_key(prefix, "final")
+    if not push_folder(store, out / "final", final, last=MANIFEST):
+        raise FileNotFoundError(f"the trainer wrote no final checkpoint in {out / 'final'}")
+    put_model(store, join_key(prefix, "train_config.json"), cfg)
+    return uri_of(store, final)
+
+
+@task(name="write-train-summary", **_IO)
+def write_summary_task(settings: TrainFlowSettings, summary: TrainSummary) -> str:
+    store = settings.open_store()
+    put_model(store, key := join_key(summary.prefix, SUMMARY), summary)
+    return uri_of(store, key)
+
+
+def summary_markdown(summary: TrainSummary) -> str:
+    loss = "n/a" if summary.final_loss is None else f"{summary.final_loss:.4f}"
+    resumed = "no (step 0)" if summary.resumed_from is None else f"from step {summary.resumed_from}"
+    rows = [
+        ("steps", f"{summary.steps} / {summary.max_steps} ({summary.new_steps} this run)"),
+        ("resumed", resumed),
+        ("final loss", loss),
+        ("final weights", f"`{summary.final_weights}`"),
+        ("metrics", f"`{summary.metrics}`"),
+        ("seconds", f"{summary.seconds:.1f}"),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"# {summary.stage}: {summary.run_name}\n\n| | |\n|---|---|\n{table}\n"
