@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from prefect import flow, get_run_logger
@@ -24,6 +25,7 @@ from prefect.runtime import flow_run
 from seed_story.batch.layout import summary_key
 from seed_story.batch.records import RunSummary, StoryFailure, StoryPlan, now
 from seed_story.batch.summary import summary_markdown
+from seed_story.batch.writing import WriteReport
 from seed_story.storage import put_model
 from tasks.generation import (
     detokenizer_task,
@@ -51,19 +53,26 @@ def chunks(items: Sequence[T], size: int) -> list[list[T]]:
 
 
 def _gather(futures: list[PrefectFuture], batches: list[list[StoryPlan]], stage: str,
-            failures: list[StoryFailure], on_result: Callable[[Any], None]) -> None:  # fmt: skip
-    """Wait for mapped tasks; a task that failed for good fails only the stories of its micro-batch."""
+            failures: list[StoryFailure]) -> list[Any]:  # fmt: skip
+    """Results of mapped tasks; a task that failed for good fails only the stories of its micro-batch."""
+    results = []
     for future, batch in zip(futures, batches, strict=True):
-        state = future.wait() or future.state
+        future.wait()
+        state = future.state
         if state.is_completed():
-            on_result(future.result())
+            results.append(future.result())
             continue
-        reason = (
-            f"{type(err).__name__}: {err}"
-            if isinstance(err := state.result(raise_on_failure=False), Exception)
-            else state.name
-        )
+        err = state.result(raise_on_failure=False)
+        reason = f"{type(err).__name__}: {err}" if isinstance(err, Exception) else str(state.name)
         failures += [StoryFailure(story_id=p.story_id, stage=stage, reason=reason) for p in batch]
+    return results
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.perf_counter()
+    yield
+    seconds[stage] = time.perf_counter() - start
 
 
 @flow(name="nightly-generation")
@@ -74,58 +83,46 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
     attempt = flow_run.get_id() or uuid.uuid4().hex
     run_id = settings.resolved_run_id()
     settings = settings.model_copy(update={"run_id": run_id})  # every task sees the same run
-    tick = time.perf_counter()
 
-    manifest, data = read_manifest_task(settings)
-    plan = plan_task(settings, manifest, data)
+    with _timed(seconds, "plan"):
+        manifest, data = read_manifest_task(settings)
+        plan = plan_task(settings, manifest, data)
     failures: list[StoryFailure] = list(plan.failed)
-    seconds["plan"] = time.perf_counter() - tick
 
     def live() -> list[StoryPlan]:
         bad = {f.story_id for f in failures}
         return [p for p in plan.pending if p.story_id not in bad]
 
-    tick = time.perf_counter()
-    batches = chunks(live(), settings.encode_batch_size)
-    futures = tokenizer_task.map([settings] * len(batches), batches)
-    _gather(futures, batches, "tokenizer", failures, failures.extend)
-    seconds["tokenizer"] = time.perf_counter() - tick
+    with _timed(seconds, "tokenizer"):
+        batches = chunks(live(), settings.encode_batch_size)
+        futures = tokenizer_task.map([settings] * len(batches), batches)
+        failures += [f for found in _gather(futures, batches, "tokenizer", failures) for f in found]
 
-    tick = time.perf_counter()
-    written = {"written": 0, "resumed": 0}
+    with _timed(seconds, "mllm"):
+        batches = chunks(live(), settings.write_batch_size)
+        futures = mllm_task.map([settings] * len(batches), batches, [attempt] * len(batches))
+        reports: list[WriteReport] = _gather(futures, batches, "mllm", failures)
+        failures += [f for report in reports for f in report.failures]
 
-    def took(report: Any) -> None:
-        written["written"] += report.written
-        written["resumed"] += report.resumed
-        failures.extend(report.failures)
+    with _timed(seconds, "detokenizer"):
+        items = list_draws_task(settings, live())
+        item_batches = chunks(items, settings.draw_batch_size)
+        owners = {p.story_id: p for p in plan.pending}
+        story_batches = [list({owners[i.story_id].story_id: owners[i.story_id] for i in b}.values())
+                         for b in item_batches]  # fmt: skip
+        futures = detokenizer_task.map([settings] * len(item_batches), item_batches, [attempt] * len(item_batches))
+        drawn = sum(_gather(futures, story_batches, "detokenizer", failures))
 
-    batches = chunks(live(), settings.write_batch_size)
-    futures = mllm_task.map([settings] * len(batches), batches, [attempt] * len(batches))
-    _gather(futures, batches, "mllm", failures, took)
-    seconds["mllm"] = time.perf_counter() - tick
+    with _timed(seconds, "finish"):
+        unique = list({f.story_id: f for f in failures}.values())
+        completed, failed = finish_task(settings, plan.pending, [f for f in unique if f.story_id in owners])
+        failed += [f for f in unique if f.story_id not in owners]  # conflicts: their folders are not touched
 
-    tick = time.perf_counter()
-    items = list_draws_task(settings, live())
-    item_batches = chunks(items, settings.draw_batch_size)
-    owners = {p.story_id: p for p in plan.pending}
-    story_batches = [list({owners[i.story_id].story_id: owners[i.story_id] for i in b}.values()) for b in item_batches]
-    drawn = [0]
-    futures = detokenizer_task.map([settings] * len(item_batches), item_batches, [attempt] * len(item_batches))
-    _gather(futures, story_batches, "detokenizer", failures, lambda n: drawn.__setitem__(0, drawn[0] + n))
-    seconds["detokenizer"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    unique = list({f.story_id: f for f in failures}.values())
-    completed, failed = finish_task(settings, plan.pending, [f for f in unique if f.story_id in owners])
-    failed += [f for f in unique if f.story_id not in owners]
-    seconds["finish"] = time.perf_counter() - tick
-
-    tick = time.perf_counter()
-    if settings.render is not None:
-        render_task(settings)
-    if settings.export_storystream:
-        export_task(settings)
-    seconds["render+export"] = time.perf_counter() - tick
+    with _timed(seconds, "render+export"):
+        if settings.render is not None:
+            render_task(settings)
+        if settings.export_storystream:
+            export_task(settings)
 
     summary = RunSummary(
         run_id=run_id,
@@ -139,9 +136,9 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
         skipped_finished=plan.finished,
         completed=completed,
         failed=failed,
-        steps_written=written["written"],
-        steps_resumed=written["resumed"],
-        pictures_drawn=drawn[0],
+        steps_written=sum(r.written for r in reports),
+        steps_resumed=sum(r.resumed for r in reports),
+        pictures_drawn=drawn,
         seconds=seconds,
     )
     put_model(settings.open_store(), summary_key(run_id, settings.part), summary)

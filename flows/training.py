@@ -24,6 +24,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
+from seed_story.training.store_sync import run_prefix
 from tasks.training import (
     TrainFlowSettings,
     TrainSummary,
@@ -32,7 +33,6 @@ from tasks.training import (
     load_config_task,
     pull_checkpoint_task,
     push_outputs_task,
-    run_prefix,
     summary_markdown,
     train_task,
     write_summary_task,

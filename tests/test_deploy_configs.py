@@ -77,7 +77,8 @@ def test_flow_names_match_the_deployments_the_scale_out_targets():
 
 @pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3"])
 def test_training_deployments_name_configs_that_load(stage: str):
-    from tasks.training import TrainFlowSettings, load_config_task, run_prefix
+    from seed_story.training.store_sync import run_prefix
+    from tasks.training import TrainFlowSettings, load_config_task
 
     deployment = next(d for d in DEPLOYMENTS if d["entrypoint"].endswith(f":train_{stage}"))
     settings = TrainFlowSettings.model_validate(deployment["parameters"]["settings"])

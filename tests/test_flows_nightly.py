@@ -7,14 +7,17 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+from prefect import flow, task
 
 from flows.nightly_generation import nightly_generation
 from seed_story.batch.finishing import SEQUENCE_SCHEMA
 from seed_story.batch.layout import StoryKeys, summary_key
 from seed_story.batch.manifest import ManifestError
+from seed_story.batch.models import _pipeline
 from seed_story.batch.records import RunSummary, StepRecord
 from seed_story.render.records import StoryRecord
-from seed_story.storage import S3Settings, get_model, open_store
+from seed_story.storage import S3Settings, StorageError, get_model, open_store
+from tasks.retry import storage_errors_only
 from tests.nightly_support import good_rows, nightly_settings, write_jsonl
 
 
@@ -41,7 +44,9 @@ def test_five_stories_into_s3(prefect_api, toy_checkpoint_dir, s3_bucket, tmp_pa
     store_uri = f"s3://{s3_bucket.name}/books"
     s3 = S3Settings(endpoint_url=s3_bucket.endpoint_url)
     settings = nightly_settings(manifest, store_uri, toy_checkpoint_dir, s3=s3, write_batch_size=2, draw_batch_size=5)
+    loads = _pipeline.cache_info().misses
     summary = nightly_generation(settings)
+    assert _pipeline.cache_info().misses - loads <= 1  # one model load per process, not one per task
     assert sorted(summary.completed) == [r["story_id"] for r in rows] and not summary.failed
     assert summary.steps_written == summary.pictures_drawn == 15 and summary.steps_resumed == 0
     store = open_store(store_uri, settings.s3)
@@ -124,3 +129,21 @@ def test_a_story_resumes_from_its_stored_steps(prefect_api, toy_checkpoint_dir, 
     assert [a.attempt for a in after[2:]] != [b.attempt for b in before[2:]]
     assert [a.token_ids for a in after] == [b.token_ids for b in before]  # resumed exactly where it stopped
     assert first.completed == ["story-0", "story-1"]
+
+
+def test_storage_errors_are_retried_and_bad_data_is_not(prefect_api):
+    calls = {"storage": 0, "data": 0}
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=storage_errors_only)
+    def flaky(kind: str) -> str:
+        calls[kind] += 1
+        if calls[kind] == 1:
+            raise StorageError("503 from the store") if kind == "storage" else ValueError("bad row")
+        return "ok"
+
+    @flow
+    def both() -> list[str]:
+        return [flaky("storage"), flaky.submit("data").result(raise_on_failure=False).__class__.__name__]
+
+    assert both() == ["ok", "ValueError"]
+    assert calls == {"storage": 2, "data": 1}

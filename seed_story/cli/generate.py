@@ -5,15 +5,21 @@ from __future__ import annotations
 import threading
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+if TYPE_CHECKING:  # the flow layer (Prefect) is imported only when a command runs
+    from seed_story.batch.records import RunSummary
+    from seed_story.storage import ObjectStore
+    from tasks.settings import NightlySettings
+
 DEMO_CACHE = Path("~/.cache/seed-story/toy-model")
 
 
-def _watch(store, run_id: str, total_steps: int, done: threading.Event, console: Console) -> None:
+def _watch(store: ObjectStore, run_id: str, total_steps: int, done: threading.Event, console: Console) -> None:
     """Poll the store every second and show written steps and drawn pictures (what the flow has persisted)."""
     from seed_story.batch.progress import run_progress
 
@@ -34,7 +40,7 @@ def _watch(store, run_id: str, total_steps: int, done: threading.Event, console:
                 return
 
 
-def run_night(settings, *, progress: bool = True, console: Console | None = None):
+def run_night(settings: NightlySettings, *, progress: bool = True, console: Console | None = None) -> RunSummary:
     """Run ``nightly_generation`` in this process, with a rich progress bar fed from the store."""
     from flows.nightly_generation import nightly_generation
     from seed_story.batch.sources import load_manifest
@@ -56,7 +62,7 @@ def run_night(settings, *, progress: bool = True, console: Console | None = None
             watcher.join(timeout=10)
 
 
-def _print_summary(summary, store: str, console: Console) -> None:
+def _print_summary(summary: RunSummary, store: str, console: Console) -> None:
     from rich.table import Table
 
     table = Table(title=f"run {summary.run_id}")
