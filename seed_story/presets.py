@@ -146,4 +146,86 @@ def tiny() -> ModelConfig:
     )
 
 
-PRESETS: dict[str, Callable[[], ModelConfig]] = {"seed-story-george": seed_story_george, "tiny": tiny}
+def seed_story_mini(vocab_size: int = 1024) -> ModelConfig:
+    """SEED-Story-Mini: the same architecture sized for the synthetic story world and a CPU (64 px pictures).
+
+    A ViT at 64 px with 8 px patches (64 feature tokens of 128 dims), a 4-layer Llama (256 wide) with LoRA,
+    16 image tokens in the LLM (the real model's 64 at a quarter), a latent UNet over a 4x VAE (16x16x4
+    latents). ``vocab_size`` is the BPE tokenizer's base vocabulary, trained on the world's text; the image
+    tokens are added on top, as for Llama.
+    """
+    vit_dim, llm_dim = 128, 256
+    return ModelConfig(
+        name="seed-story-mini",
+        vision=VisionConfig(
+            image_size=64,
+            patch_size=8,
+            width=128,
+            layers=4,
+            heads=4,
+            mlp_ratio=4.0,
+            output_dim=vit_dim,
+            pos_embed_grid=8,
+            pool_grid=8,
+            pool_head_dim=32,
+        ),
+        mllm=MLLMConfig(
+            llm=LlamaSettings(
+                vocab_size=vocab_size,
+                hidden_size=llm_dim,
+                intermediate_size=688,
+                num_hidden_layers=4,
+                num_attention_heads=4,
+                num_key_value_heads=4,
+                max_position_embeddings=4096,
+            ),
+            lora=LoraSettings(r=8, alpha=16, dropout=0.05),
+            input_resampler=ResamplerConfig(grid=4, embed_dim=llm_dim, num_heads=4, kv_dim=vit_dim),
+            output_resampler=ResamplerConfig(grid=8, embed_dim=vit_dim, num_heads=4, kv_dim=llm_dim),
+        ),
+        detokenizer=DetokenizerConfig(
+            resampler=ResamplerXLConfig(
+                dim=128,
+                depth=2,
+                dim_head=32,
+                heads=4,
+                num_queries=16,
+                embedding_dim=vit_dim,
+                output1_dim=64,
+                output2_dim=64,
+                ff_mult=2,
+                pool_heads=4,
+            ),
+            unet=UNetConfig(
+                sample_size=16,
+                block_out_channels=(64, 128),
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                layers_per_block=1,
+                transformer_layers_per_block=(1, 1),
+                attention_head_dim=(4, 8),
+                cross_attention_dim=128,
+                addition_time_embed_dim=8,
+                projection_class_embeddings_input_dim=64 + 6 * 8,
+                norm_num_groups=16,
+            ),
+            vae=VAEConfig(
+                block_out_channels=(32, 64, 64),
+                down_block_types=("DownEncoderBlock2D",) * 3,
+                up_block_types=("UpDecoderBlock2D",) * 3,
+                layers_per_block=1,
+                norm_num_groups=16,
+                sample_size=64,
+                scaling_factor=1.0,
+            ),
+            scheduler=SchedulerConfig(),
+            image_size=64,
+        ),
+    )
+
+
+PRESETS: dict[str, Callable[[], ModelConfig]] = {
+    "seed-story-george": seed_story_george,
+    "tiny": tiny,
+    "seed-story-mini": seed_story_mini,
+}

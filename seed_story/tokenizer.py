@@ -6,6 +6,7 @@ and ``<img_00000>`` .. ``<img_00063>``. ``[INST]`` is plain text, not a special 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,4 +92,42 @@ def load_tokenizer(path: str | Path, num_image_tokens: int = 64) -> PreTrainedTo
         # Padding is only ever on the right behind a causal mask, so <unk> is a safe pad.
         tok.pad_token = tok.unk_token
     ImageTokenIds.from_tokenizer(tok, num_image_tokens)
+    return tok
+
+
+def train_bpe_tokenizer(
+    texts: Iterable[str], vocab_size: int, num_image_tokens: int, *, min_frequency: int = 2
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``texts`` with exactly ``vocab_size`` base tokens, then the image tokens.
+
+    Ids as in Llama-2 and :func:`build_byte_tokenizer`: ``<unk>``/pad 0, ``<s>`` 1, ``</s>`` 2. A small corpus can
+    run out of merges before ``vocab_size``: the rest is filled with ``<unused_k>`` tokens, so the model preset's
+    vocabulary size never depends on the corpus. ``[INST]`` is learnt as plain text, as in the release.
+
+    Example::
+
+        tok = train_bpe_tokenizer(captions, vocab_size=1024, num_image_tokens=16)
+        tok.save_pretrained("mini/tokenizer")
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    core = Tokenizer(models.BPE(unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(texts, trainer=trainer)
+    size = core.get_vocab_size()
+    if size > vocab_size:
+        raise ValueError(f"BPE produced {size} tokens for a vocabulary of {vocab_size}")
+    core.add_tokens([f"<unused_{i}>" for i in range(vocab_size - size)])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<unk>"
+    )
+    add_image_tokens(tok, num_image_tokens)
     return tok

@@ -53,3 +53,30 @@ def ingest_storystream(
             chunk = "" if p.chunk_index is None else str(p.chunk_index)
             problems.add_row(p.kind, p.source, p.story_id or "", chunk, p.detail)
         console.print(problems)
+
+
+@app.command("storyworld")
+def storyworld(
+    out: Path = typer.Option(..., "--out", help="Folder for stories.jsonl, annotations.jsonl and images/."),
+    stories: int = typer.Option(..., "--stories", min=1, help="Number of stories (30 frames each)."),
+    seed: int = typer.Option(0, "--seed", help="World seed: the same seed writes the same bytes."),
+    size: int = typer.Option(64, "--size", min=16, help="Picture side in pixels."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Processes (default: the CPU count, <= 8)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Write a synthetic story world with known ground truth, in the StoryStream layout."""
+    from seed_story.data.storyworld import write_storyworld
+
+    report = write_storyworld(out, stories, seed, size=size, workers=workers)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+        return
+    table = Table(title=f"{out}")
+    for col in ("stories", "frames", "seconds", "frames/s", "styles"):
+        table.add_column(col, justify="right")
+    styles = ", ".join(f"{k} {v}" for k, v in report.styles.items())
+    table.add_row(
+        str(report.stories), str(report.frames), f"{report.seconds:.1f}", f"{report.frames_per_second:.0f}", styles
+    )
+    Console().print(table)
+    typer.echo(f"ingest with: seed-story data ingest-storystream {out}/stories.jsonl {out}/images SHARDS_DIR")

@@ -10,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import typer
 
-from seed_story.cli import data, generate, models, pretrained, render, train
+from seed_story.cli import data, eval, generate, models, pretrained, render, train
 
 app = typer.Typer(
     help="SEED-Story: illustrated long stories, from the model to printed storybooks.",
@@ -24,6 +24,7 @@ app.add_typer(train.app, name="train")
 app.add_typer(data.app, name="data")
 app.command("generate")(generate.generate)
 app.command("demo")(generate.demo)
+app.command("eval")(eval.eval_run)
 
 
 @app.callback()

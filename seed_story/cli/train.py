@@ -6,7 +6,10 @@ from pathlib import Path
 
 import typer
 
-app = typer.Typer(help="Train the de-tokenizer (stage1, stage3) or the MLLM (stage2).", no_args_is_help=True)
+app = typer.Typer(
+    help="Train the de-tokenizer (stage1, stage3) or the MLLM (stage2); pre-train a from-scratch ViT or VAE.",
+    no_args_is_help=True,
+)
 
 CONFIG = typer.Option(..., "--config", "-c", exists=True, dir_okay=False, help="YAML or JSON training config.")
 RESUME = typer.Option(False, "--resume", help="Continue from the newest checkpoint in the config's output_dir.")
@@ -21,6 +24,18 @@ def _run(stage: str, config: Path, resume: bool) -> None:
         raise typer.BadParameter(str(err), param_hint="--config") from err
     result = train(cfg)
     typer.echo(f"{stage}: {result.steps} steps; checkpoint {result.checkpoint}; metrics {result.metrics_csv}")
+
+
+@app.command("vision")
+def vision(config: Path = CONFIG, resume: bool = RESUME) -> None:
+    """Pre-train the ViT as an autoencoder's encoder on pictures (models trained from scratch only)."""
+    _run("vision", config, resume)
+
+
+@app.command("vae")
+def vae(config: Path = CONFIG, resume: bool = RESUME) -> None:
+    """Pre-train the VAE on pictures (models trained from scratch only)."""
+    _run("vae", config, resume)
 
 
 @app.command("stage1")

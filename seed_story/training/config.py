@@ -14,13 +14,38 @@ from pydantic import Discriminator, Field, Tag, model_validator
 
 from seed_story.config import StrictModel
 
-Stage = Literal["stage1", "stage2", "stage3"]
-STAGES: tuple[str, ...] = ("stage1", "stage2", "stage3")
+Stage = Literal["vision", "vae", "stage1", "stage2", "stage3"]
+# ``vision`` and ``vae`` pre-train the two networks the released model took ready-made (a model trained from
+# scratch, such as SEED-Story-Mini, needs them first); stages 1-3 are the paper's.
+STAGES: tuple[str, ...] = ("vision", "vae", "stage1", "stage2", "stage3")
 
 # The reference's hyper-parameters (facts §6). Stage 1 was never released: it reuses stage 3's optimiser
 # settings (same network, same objective) without gradient accumulation, for as many steps as the
 # released stage-1 checkpoint's name says (checkpoint-55000).
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Not in the paper: plain autoencoder settings, sized for minutes on a CPU.
+    "vision": dict(
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        betas=(0.9, 0.99),
+        eps=1e-8,
+        max_steps=1500,
+        save_every=500,
+        warmup_steps=50,
+        min_lr_ratio=0.05,
+        gradient_accumulation_steps=1,
+    ),
+    "vae": dict(
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        betas=(0.9, 0.99),
+        eps=1e-8,
+        max_steps=1500,
+        save_every=500,
+        warmup_steps=50,
+        min_lr_ratio=0.05,
+        gradient_accumulation_steps=1,
+    ),
     "stage1": dict(
         learning_rate=1e-4,
         weight_decay=0.03,
@@ -103,6 +128,19 @@ class StoryStreamData(StrictModel):
     min_aspect_ratio: float = Field(0.2, gt=0, le=1, description="reject width/height outside [r, 1/r]")
 
 
+class PictureData(StrictModel):
+    """Pictures matched by a glob (e.g. a StoryWorld ``images/**/*.png``), in a seeded endless shuffle.
+
+    Example (YAML)::
+
+        data: {kind: pictures, images: "data/world/images/**/*.png", batch_size: 64}
+    """
+
+    kind: Literal["pictures"] = "pictures"
+    images: str = Field(description="glob of picture files (recursive '**' allowed)")
+    batch_size: int = Field(64, gt=0)
+
+
 def _data_kind(value: Any) -> str:
     # A config written before StoryStream existed names no kind: it means the toy source.
     if isinstance(value, dict):
@@ -111,7 +149,9 @@ def _data_kind(value: Any) -> str:
 
 
 DataSource = Annotated[
-    Annotated[ToyData, Tag("toy")] | Annotated[StoryStreamData, Tag("storystream")],
+    Annotated[ToyData, Tag("toy")]
+    | Annotated[StoryStreamData, Tag("storystream")]
+    | Annotated[PictureData, Tag("pictures")],
     Discriminator(_data_kind),
 ]
 
@@ -148,8 +188,18 @@ class TrainConfig(StrictModel):
     save_every: int = Field(gt=0, description="write a resumable checkpoint every N optimiser steps")
     keep_checkpoints: int = Field(2, gt=0, description="resumable checkpoints kept on disk (oldest deleted)")
     full_unet: bool = Field(False, description="stages 1/3: train the whole UNet, not only to_k/to_v")
+    full_llm: bool = Field(False, description="stage 2: train the LLM's base weights too (a model from scratch)")
+    kl_weight: float = Field(1e-3, ge=0, description="stage vae: weight of the latents' KL to N(0, 1)")
     resume: bool = Field(False, description="continue from the newest checkpoint in output_dir")
     data: DataSource = Field(default_factory=ToyData)
+
+    @model_validator(mode="after")
+    def _data_fits_stage(self) -> TrainConfig:
+        pretraining = self.stage in ("vision", "vae")
+        if pretraining != isinstance(self.data, PictureData):
+            need = "pictures (data.kind: pictures)" if pretraining else "toy or storystream data"
+            raise ValueError(f"stage {self.stage} trains on {need}, not {self.data.kind}")
+        return self
 
     @classmethod
     def for_stage(cls, stage: str, **values: Any) -> TrainConfig:

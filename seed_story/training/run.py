@@ -7,7 +7,8 @@ from accelerate import PartialState
 from seed_story.checkpoints.native import load_part
 from seed_story.components import Components, build_random, load_components
 from seed_story.config import ModelConfig
-from seed_story.training.config import StoryStreamData, TrainConfig
+from seed_story.training.config import PictureData, StoryStreamData, TrainConfig
+from seed_story.training.pretrain import VAETask, VisionTask, picture_batches
 from seed_story.training.sources import storystream_batches, toy_batches
 from seed_story.training.tasks import Stage1Task, Stage2Task, Stage3Task, StageTask
 from seed_story.training.trainer import Trainer, TrainResult
@@ -29,8 +30,12 @@ def build_components(cfg: TrainConfig) -> Components:
 def build_task(cfg: TrainConfig, parts: Components | None = None) -> StageTask:
     """The stage's task object over ``parts`` (built from ``cfg`` when not given)."""
     parts = parts if parts is not None else build_components(cfg)
+    if cfg.stage == "vision":
+        return VisionTask(parts)
+    if cfg.stage == "vae":
+        return VAETask(parts, kl_weight=cfg.kl_weight)
     if cfg.stage == "stage2":
-        return Stage2Task(parts)
+        return Stage2Task(parts, full_llm=cfg.full_llm)
     task = Stage1Task if cfg.stage == "stage1" else Stage3Task
     return task(parts, full_unet=cfg.full_unet)
 
@@ -51,6 +56,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             cfg.stage, cfg.data, task.parts, cfg.seed, rank=state.process_index, world_size=state.num_processes
         )
         return Trainer(cfg, task, loader, data_state=dataset).fit()
+    if isinstance(cfg.data, PictureData):
+        return Trainer(cfg, task, picture_batches(cfg.data, task.parts, cfg.seed + state.process_index)).fit()
     # Each data-parallel rank draws its own toy stream (StoryStream shards itself across ranks).
     batches = toy_batches(cfg.stage, cfg.data, task.parts, cfg.seed + state.process_index)
     return Trainer(cfg, task, batches).fit()

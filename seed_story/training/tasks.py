@@ -26,6 +26,7 @@ class StageTask(Protocol):
     """The interface the trainer needs from a stage."""
 
     stage: str
+    export: tuple[str, str]  # (checkpoint part, key prefix in the trained module's state dict)
     module: nn.Module
     parts: Components
 
@@ -40,9 +41,10 @@ def unmerge_lora(mllm: SeedStoryMLLM) -> None:
         mllm.llm.unmerge_adapter()
 
 
-def set_mllm_trainable(mllm: SeedStoryMLLM) -> list[str]:
+def set_mllm_trainable(mllm: SeedStoryMLLM, *, full_llm: bool = False) -> list[str]:
     """Stage 2's trainable set (facts §6): LoRA, the norm copies, embed_tokens, lm_head, both resamplers
-    except their fixed sin-cos ``pos_embed``. Returns the names made trainable."""
+    except their fixed sin-cos ``pos_embed``; with ``full_llm`` also the LLM's base weights (a model trained
+    from scratch has no pre-trained Llama to adapt). Returns the names made trainable."""
     if not isinstance(mllm.llm, PeftModel):
         raise ValueError("stage 2 trains LoRA: the MLLM's LLM must be LoRA-wrapped (build it with lora=True)")
     unmerge_lora(mllm)
@@ -51,6 +53,7 @@ def set_mllm_trainable(mllm: SeedStoryMLLM) -> list[str]:
     for name, p in mllm.named_parameters():
         in_llm = any(k in name for k in ("lora_", "modules_to_save", "embed_tokens", "lm_head"))
         in_resampler = name.startswith(("input_resampler.", "output_resampler.")) and not name.endswith("pos_embed")
+        in_llm = in_llm or (full_llm and name.startswith("llm."))
         # peft's untouched `original_module` norm copies get no gradient; leave them frozen (facts §6).
         if (in_llm or in_resampler) and "original_module" not in name:
             p.requires_grad_(True)
@@ -71,11 +74,12 @@ class Stage2Task:
     """
 
     stage = "stage2"
+    export = ("mllm", "")
 
-    def __init__(self, parts: Components) -> None:
+    def __init__(self, parts: Components, *, full_llm: bool = False) -> None:
         self.parts = parts
         self.module = parts.mllm
-        set_mllm_trainable(parts.mllm)
+        set_mllm_trainable(parts.mllm, full_llm=full_llm)
         parts.visual_tokenizer.eval().requires_grad_(False)
 
     def to(self, device: torch.device, frozen_dtype: torch.dtype) -> None:
@@ -130,6 +134,7 @@ class Stage1Task:
     """
 
     stage = "stage1"
+    export = ("detokenizer", "detokenizer.")
 
     def __init__(self, parts: Components, *, full_unet: bool = False) -> None:
         self.parts = parts

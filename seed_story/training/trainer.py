@@ -32,7 +32,7 @@ from seed_story.checkpoints.native import save_checkpoint
 from seed_story.training.config import TrainConfig
 from seed_story.training.metrics import MetricsLog
 from seed_story.training.schedule import build_lr_scheduler
-from seed_story.training.tasks import DenoisingModel, StageTask
+from seed_story.training.tasks import StageTask
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +223,8 @@ class Trainer:
         """Under FSDP the trained module's parameters are sharded: gather them (on every rank) for the export."""
         if acc.distributed_type != DistributedType.FSDP:
             return None
-        state = acc.get_state_dict(model)
-        if isinstance(self.task.module, DenoisingModel):
-            return {"detokenizer": StateDictModule(state, prefix="detokenizer.")}
-        return {"mllm": StateDictModule(state)}
+        part, prefix = self.task.export
+        return {part: StateDictModule(acc.get_state_dict(model), prefix=prefix)}
 
     def _finish(self, acc: Accelerator, model: nn.Module, metrics: MetricsLog | None, step: int) -> TrainResult:
         """Write the native checkpoint (every network + tokenizer, so ``load_components`` reads it) and the plot."""

@@ -1,0 +1,81 @@
+"""Judge every story of a stored run: ``runs/{run_id}/{story_id}/story.json`` and its pictures.
+
+A story's frames are its opening (``opening_text``, ``opening_image``) then its steps in order. Failed stories
+and stories whose files cannot be read are listed in ``skipped`` with the reason, never scored.
+
+Example::
+
+    report = evaluate_run(open_store("/data/store"), "2026-11-26")
+    report.overall.character_consistency.value, len(report.stories)
+"""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image
+from pydantic import Field
+
+from seed_story.config import StrictModel
+from seed_story.eval.detect import detect_frame
+from seed_story.eval.metrics import Scores, score_story
+from seed_story.render.records import StoryRecord
+from seed_story.render.store import StoryStore
+from seed_story.storage import ObjectStore
+
+
+class StoryScores(StrictModel):
+    story_id: str
+    scores: Scores
+
+
+class SkippedStory(StrictModel):
+    story_id: str
+    reason: str
+
+
+class EvalReport(StrictModel):
+    """The metrics of each judged story and of the run (pooled over its stories)."""
+
+    store: str
+    run_id: str
+    stories: list[StoryScores] = Field(default_factory=list)
+    skipped: list[SkippedStory] = Field(default_factory=list)
+    overall: Scores = Scores()
+
+
+def story_frames(stories: StoryStore, run_id: str, record: StoryRecord) -> list[tuple[str, Image.Image]]:
+    """``(text, picture)`` of the opening and of every step, in story order."""
+    prefix = stories.story_key(run_id, record.story_id)
+    texts = [record.opening_text] + [s.text for s in record.steps]
+    frames = []
+    for text, name in zip(texts, record.image_files(), strict=True):
+        data = stories.objects.get_bytes(f"{prefix}/{name}")
+        with Image.open(io.BytesIO(data)) as image:
+            frames.append((text, image.convert("RGB")))
+    return frames
+
+
+def evaluate_run(objects: ObjectStore, run_id: str) -> EvalReport:
+    """Score every complete story of ``run_id`` in ``objects`` (see the module docstring).
+
+    Example::
+
+        evaluate_run(open_store("s3://books/prod"), "2026-11-26").overall.text_coherence
+    """
+    stories = StoryStore(objects)
+    judged, skipped = [], []
+    for story_id in stories.story_ids(run_id):
+        try:
+            record = stories.read_story(run_id, story_id)
+            if record.status != "complete":
+                skipped.append(SkippedStory(story_id=story_id, reason=f"status {record.status}"))
+                continue
+            frames = story_frames(stories, run_id, record)
+        except (ValueError, OSError) as err:  # a bad record, a missing or undecodable picture
+            skipped.append(SkippedStory(story_id=story_id, reason=f"{type(err).__name__}: {err}"))
+            continue
+        scores = score_story([(text, detect_frame(image)) for text, image in frames])
+        judged.append(StoryScores(story_id=story_id, scores=scores))
+    overall = sum((s.scores for s in judged), Scores())
+    return EvalReport(store=objects.uri, run_id=run_id, stories=judged, skipped=skipped, overall=overall)

@@ -1,0 +1,160 @@
+"""Pre-training stages for a model trained from scratch (SEED-Story-Mini): the ViT and the VAE.
+
+The released model starts from a pre-trained Qwen-VL ViT and the SD-XL VAE. A model of this project's own
+sizes has neither, so two stages come first, both on plain pictures:
+
+- ``vision``: the ViT learns as the encoder of an autoencoder (a small convolutional decoder rebuilds the
+  picture from its feature tokens); afterwards only the ViT is kept, frozen as in stages 1-3.
+- ``vae``: the ``AutoencoderKL`` learns to reconstruct pictures with a small KL term, so its latents stay
+  near unit scale (the de-tokenizer's noise schedule assumes it).
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from seed_story.components import Components
+from seed_story.models.visual_tokenizer import CLIP_MEAN, CLIP_STD, VisualTokenizer, image_transform_batch
+from seed_story.training.config import PictureData
+
+
+@dataclass
+class PixelBatch:
+    """The same pictures for the ViT (CLIP-normalised, ViT size) and in [-1, 1] at the de-tokenizer's size."""
+
+    vit_images: torch.Tensor
+    images: torch.Tensor
+
+
+def picture_files(data: PictureData) -> list[str]:
+    files = sorted(glob.glob(data.images, recursive=True))
+    if not files:
+        raise FileNotFoundError(f"no pictures match {data.images!r}")
+    return files
+
+
+def picture_batches(data: PictureData, parts: Components, seed: int) -> Iterator[PixelBatch]:
+    """Endless batches: each epoch is a fresh seeded shuffle, so the stream is a function of ``seed`` alone
+    and the trainer resumes by skipping the batches it consumed."""
+    files = picture_files(data)
+    rng = random.Random(seed)
+    vit_size, size = parts.config.vision.image_size, parts.config.detokenizer.image_size
+    order: list[str] = []
+    for _ in itertools.count():
+        while len(order) < data.batch_size:
+            epoch = list(files)
+            rng.shuffle(epoch)
+            order += epoch
+        chosen, order = order[: data.batch_size], order[data.batch_size :]
+        pictures = [Image.open(f).convert("RGB") for f in chosen]
+        yield PixelBatch(vit_images=image_transform_batch(pictures, vit_size), images=_signed(pictures, size))
+
+
+def _signed(pictures: list[Image.Image], size: int) -> torch.Tensor:
+    # [-1, 1] pixels, bicubic-resized: what the VAE encodes in stages 1 and 3.
+    arrays = [torch.frombuffer(bytearray(p.resize((size, size), Image.BICUBIC).tobytes()), dtype=torch.uint8)
+              for p in pictures]  # fmt: skip
+    return torch.stack(arrays).view(len(pictures), size, size, 3).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+class FeatureDecoder(nn.Module):
+    """ViT feature tokens (B, g*g, D) on their g x g grid -> a (B, 3, S, S) picture, by transposed convolutions."""
+
+    def __init__(self, dim: int, grid: int, image_size: int, width: int = 64) -> None:
+        super().__init__()
+        self.grid = grid
+        layers: list[nn.Module] = [nn.Conv2d(dim, width, 3, padding=1)]
+        size = grid
+        while size < image_size:
+            layers += [nn.SiLU(), nn.ConvTranspose2d(width, width, 4, stride=2, padding=1)]
+            size *= 2
+        layers += [nn.SiLU(), nn.Conv2d(width, 3, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+        self.image_size = image_size
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, _, d = tokens.shape
+        x = tokens.transpose(1, 2).reshape(b, d, self.grid, self.grid)
+        out = self.net(x)
+        return F.interpolate(out, size=self.image_size, mode="bilinear") if out.shape[-1] != self.image_size else out
+
+
+class ViTAutoencoder(nn.Module):
+    """The ViT as an encoder; the loss is the decoder's pixel error on the CLIP-normalised picture."""
+
+    def __init__(self, vit: VisualTokenizer) -> None:
+        super().__init__()
+        self.vit = vit
+        self.decoder = FeatureDecoder(vit.cfg.output_dim, vit.cfg.pool_grid, vit.cfg.image_size)
+
+    def forward(self, vit_images: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(self.decoder(self.vit(vit_images)), vit_images)
+
+
+class VisionTask:
+    """Stage ``vision``: pre-train the ViT as an autoencoder's encoder; the checkpoint keeps the ViT only."""
+
+    stage = "vision"
+    export = ("visual_tokenizer", "vit.")
+
+    def __init__(self, parts: Components) -> None:
+        self.parts = parts
+        parts.visual_tokenizer.train().requires_grad_(True)
+        self.module = ViTAutoencoder(parts.visual_tokenizer)
+
+    def to(self, device: torch.device, frozen_dtype: torch.dtype) -> None:
+        self.module.to(device)
+
+    def loss(self, model: nn.Module, batch: PixelBatch) -> dict[str, torch.Tensor]:
+        return {"loss": model(batch.vit_images)}
+
+
+class VAELoss(nn.Module):
+    """Reconstruction (MSE) plus ``kl_weight`` times the posterior's mean KL to N(0, 1) per latent element."""
+
+    def __init__(self, vae: nn.Module, kl_weight: float) -> None:
+        super().__init__()
+        self.vae = vae
+        self.kl_weight = kl_weight
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        posterior = self.vae.encode(images).latent_dist
+        recon = self.vae.decode(posterior.sample()).sample
+        rec = F.mse_loss(recon, images)
+        kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1 - posterior.logvar).mean()
+        return {"loss": rec + self.kl_weight * kl, "rec_loss": rec.detach(), "kl": kl.detach()}
+
+
+class VAETask:
+    """Stage ``vae``: train the ``AutoencoderKL`` on pictures at the de-tokenizer's size."""
+
+    stage = "vae"
+    export = ("vae", "vae.")
+
+    def __init__(self, parts: Components, *, kl_weight: float = 1e-3) -> None:
+        self.parts = parts
+        parts.vae.train().requires_grad_(True)
+        self.module = VAELoss(parts.vae, kl_weight)
+
+    def to(self, device: torch.device, frozen_dtype: torch.dtype) -> None:
+        self.module.to(device)
+
+    def loss(self, model: nn.Module, batch: PixelBatch) -> dict[str, Any]:
+        return model(batch.images)
+
+
+def denormalise(vit_images: torch.Tensor) -> torch.Tensor:
+    """CLIP-normalised pixels back to [0, 1] (for looking at reconstructions)."""
+    mean = torch.tensor(CLIP_MEAN, device=vit_images.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=vit_images.device).view(1, 3, 1, 1)
+    return (vit_images * std + mean).clamp(0, 1)

@@ -1,0 +1,103 @@
+"""Pre-training stages for from-scratch models: the ViT as an autoencoder, the VAE; and the BPE tokenizer."""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from seed_story.components import load_components
+from seed_story.config import ModelConfig
+from seed_story.tokenizer import ImageTokenIds, image_string, load_tokenizer, train_bpe_tokenizer
+from seed_story.training import TrainConfig
+from seed_story.training.pretrain import picture_batches
+from seed_story.training.run import build_task
+from seed_story.training.trainer import Trainer, TrainResult
+
+
+@pytest.fixture(scope="module")
+def picture_glob(tmp_path_factory) -> str:
+    folder = tmp_path_factory.mktemp("pictures") / "nested"
+    folder.mkdir()
+    rng = random.Random(0)
+    for i in range(12):
+        image = Image.new("RGB", (64, 64), tuple(rng.randrange(256) for _ in range(3)))
+        x = rng.randrange(8, 40)
+        ImageDraw.Draw(image).ellipse([x, 20, x + 20, 40], fill=tuple(rng.randrange(256) for _ in range(3)))
+        image.save(folder / f"{i}.png")
+    return str(folder.parent / "**" / "*.png")
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _run(cfg: TrainConfig, interrupt_after: int | None = None) -> TrainResult:
+    task = build_task(cfg)
+    batches = picture_batches(cfg.data, task.parts, cfg.seed)
+    if interrupt_after is not None:
+        batches = itertools.chain(itertools.islice(batches, interrupt_after), _raise())
+    return Trainer(cfg, task, batches).fit()
+
+
+def _raise():
+    raise _Interrupted
+    yield
+
+
+@pytest.mark.parametrize("stage", ["vision", "vae"])
+def test_pretraining_stage_trains_its_network_and_resumes_exactly(stage, picture_glob, tmp_path):
+    values = dict(preset="tiny", mixed_precision="no", max_steps=8, save_every=3, learning_rate=3e-3, warmup_steps=1,
+                  data={"kind": "pictures", "images": picture_glob, "batch_size": 4})  # fmt: skip
+    whole = _run(TrainConfig.for_stage(stage, output_dir=str(tmp_path / "whole"), **values))
+    split = TrainConfig.for_stage(stage, output_dir=str(tmp_path / "split"), **values)
+    with pytest.raises(_Interrupted):
+        _run(split, interrupt_after=4)
+    resumed = _run(split.model_copy(update={"resume": True}))
+    assert resumed.losses == whole.losses  # bit-identical: the picture stream is skipped, not replayed
+    assert whole.losses[-1] < whole.losses[0]
+    part = "visual_tokenizer" if stage == "vision" else "vae"
+    start = build_task(TrainConfig.for_stage(stage, output_dir=str(tmp_path / "x"), **values)).parts
+    trained = load_components(whole.checkpoint)
+    assert any(not torch.equal(a, b) for a, b in _pairs(trained, start, part))
+    assert all(torch.equal(a.float(), b.float()) for a, b in _pairs(trained, start, "mllm"))  # untouched
+
+
+def _pairs(a, b, part: str):
+    return zip(getattr(a, part).state_dict().values(), getattr(b, part).state_dict().values(), strict=True)
+
+
+def test_pretraining_needs_pictures_and_stages_need_stories(picture_glob):
+    with pytest.raises(ValueError, match="stage vision trains on pictures"):
+        TrainConfig.for_stage("vision", output_dir="x")
+    with pytest.raises(ValueError, match="stage stage1 trains on toy or storystream"):
+        TrainConfig.for_stage("stage1", output_dir="x", data={"kind": "pictures", "images": picture_glob})
+
+
+def test_bpe_tokenizer_has_the_presets_vocabulary_and_image_tokens(tmp_path):
+    cfg = ModelConfig.from_preset("seed-story-mini")
+    texts = [f"Mia the red circle walks to the lake. Tom waves {i} times." for i in range(300)]
+    tok = train_bpe_tokenizer(texts, cfg.mllm.llm.vocab_size, cfg.mllm.num_image_tokens)
+    assert len(tok) == cfg.mllm.vocab_size
+    assert tok.convert_ids_to_tokens([0, 1, 2]) == ["<unk>", "<s>", "</s>"]
+    text = "[INST]Mia waves." + image_string(cfg.mllm.num_image_tokens)
+    ids = tok.encode(text, add_special_tokens=False)
+    assert tok.decode(ids) == text and len(ids) < len(text) // 2  # merges learnt, image tokens whole
+    tok.save_pretrained(tmp_path / "tok")
+    again = load_tokenizer(tmp_path / "tok", cfg.mllm.num_image_tokens)
+    assert again.encode(text, add_special_tokens=False) == ids
+    assert ImageTokenIds.from_tokenizer(again, cfg.mllm.num_image_tokens).boi == cfg.mllm.llm.vocab_size
+
+
+def test_full_llm_trains_the_base_weights_too(tiny_config):
+    from seed_story.components import build_random
+    from seed_story.training.tasks import set_mllm_trainable
+
+    lora_only = set(set_mllm_trainable(build_random(tiny_config).mllm))
+    full = set(set_mllm_trainable(build_random(tiny_config).mllm, full_llm=True))
+    assert lora_only < full
+    assert any("q_proj.base_layer.weight" in n for n in full - lora_only)
+    assert not any("original_module" in n or n.endswith("pos_embed") for n in full)
