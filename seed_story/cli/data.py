@@ -80,3 +80,32 @@ def storyworld(
     )
     Console().print(table)
     typer.echo(f"ingest with: seed-story data ingest-storystream {out}/stories.jsonl {out}/images SHARDS_DIR")
+
+
+@app.command("train-tokenizer")
+def train_tokenizer(
+    jsonl_glob: str = typer.Argument(..., help="StoryStream jsonl file(s) whose captions the tokenizer learns."),
+    out: Path = typer.Option(..., "--out", help="Tokenizer folder (load_tokenizer / TrainConfig.tokenizer read it)."),
+    preset: str = typer.Option("seed-story-mini", "--preset", help="Sets the vocabulary and image-token count."),
+) -> None:
+    """Train a byte-level BPE tokenizer on a story corpus, sized for a preset trained from scratch."""
+    from seed_story.config import ModelConfig
+    from seed_story.data.ingest import expand_jsonl
+    from seed_story.tokenizer import INST, train_bpe_tokenizer
+
+    cfg = ModelConfig.from_preset(preset)
+    files = expand_jsonl([jsonl_glob])
+    if not files:
+        raise typer.BadParameter(f"no jsonl file matches {jsonl_glob!r}")
+
+    def captions():
+        for file in files:
+            with file.open(encoding="utf-8") as lines:
+                for line in lines:
+                    if line.strip():
+                        # Training text puts [INST] before texts to illustrate: let BPE see it too.
+                        yield from (INST + c for c in json.loads(line)["captions"])
+
+    tok = train_bpe_tokenizer(captions(), cfg.mllm.llm.vocab_size, cfg.mllm.num_image_tokens)
+    tok.save_pretrained(str(out))
+    typer.echo(f"{out}: {len(tok)} tokens ({cfg.mllm.llm.vocab_size} base + 2 + {cfg.mllm.num_image_tokens} image)")

@@ -173,6 +173,7 @@ class TrainConfig(StrictModel):
     preset: str = "tiny"
     init: str | None = None
     detokenizer_init: str | None = None
+    tokenizer: str | None = Field(None, description="tokenizer folder for a model built from the preset (no init)")
     seed: int = 0
     max_steps: int = Field(gt=0)
     learning_rate: float = Field(gt=0)

@@ -126,10 +126,15 @@ class VAELoss(nn.Module):
         super().__init__()
         self.vae = vae
         self.kl_weight = kl_weight
+        # Running variance of the sampled latents: the scaling factor that brings them to unit variance.
+        self.register_buffer("latent_var", torch.ones(()))
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         posterior = self.vae.encode(images).latent_dist
-        recon = self.vae.decode(posterior.sample()).sample
+        latents = posterior.sample()
+        with torch.no_grad():
+            self.latent_var.lerp_(latents.float().var(), 0.05)
+        recon = self.vae.decode(latents).sample
         rec = F.mse_loss(recon, images)
         kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1 - posterior.logvar).mean()
         return {"loss": rec + self.kl_weight * kl, "rec_loss": rec.detach(), "kl": kl.detach()}
@@ -151,6 +156,14 @@ class VAETask:
 
     def loss(self, model: nn.Module, batch: PixelBatch) -> dict[str, Any]:
         return model(batch.images)
+
+    def finalize(self) -> None:
+        """Set the VAE's ``scaling_factor`` so scaled latents have unit variance (as SD's 0.13025 does)."""
+        factor = round(float(self.module.latent_var.rsqrt()), 5)
+        self.parts.vae.register_to_config(scaling_factor=factor)
+        vae_cfg = self.parts.config.detokenizer.vae.model_copy(update={"scaling_factor": factor})
+        detok = self.parts.config.detokenizer.model_copy(update={"vae": vae_cfg})
+        self.parts.config = self.parts.config.model_copy(update={"detokenizer": detok})
 
 
 def denormalise(vit_images: torch.Tensor) -> torch.Tensor:

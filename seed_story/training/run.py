@@ -7,6 +7,7 @@ from accelerate import PartialState
 from seed_story.checkpoints.native import load_part
 from seed_story.components import Components, build_random, load_components
 from seed_story.config import ModelConfig
+from seed_story.tokenizer import load_tokenizer
 from seed_story.training.config import PictureData, StoryStreamData, TrainConfig
 from seed_story.training.pretrain import VAETask, VisionTask, picture_batches
 from seed_story.training.sources import storystream_batches, toy_batches
@@ -20,6 +21,15 @@ def build_components(cfg: TrainConfig) -> Components:
         raise ValueError("stage 3 adapts the de-tokenizer to a trained MLLM: set init to stage 2's output folder")
     if cfg.init is None:
         parts = build_random(ModelConfig.from_preset(cfg.preset), seed=cfg.seed)
+        if cfg.tokenizer is not None:
+            parts.tokenizer = load_tokenizer(cfg.tokenizer, parts.config.mllm.num_image_tokens)
+            if len(parts.tokenizer) != parts.config.mllm.vocab_size:
+                raise ValueError(
+                    f"tokenizer {cfg.tokenizer} has {len(parts.tokenizer)} tokens; preset {cfg.preset} needs "
+                    f"{parts.config.mllm.vocab_size} (base vocabulary + 2 + image tokens)"
+                )
+    elif cfg.tokenizer is not None:
+        raise ValueError("tokenizer applies to a model built from the preset; init brings its own")
     else:
         parts = load_components(cfg.init)
     if cfg.detokenizer_init is not None:

@@ -231,6 +231,8 @@ class Trainer:
         final = self.output_dir / "final"
         acc.wait_for_everyone()
         trained = self._gathered_state(acc, model)
+        if (finalize := getattr(self.task, "finalize", None)) is not None:
+            finalize()  # e.g. the VAE stage's latent scaling factor, stored in the checkpoint's config
         if acc.is_main_process:
             parts = self.task.parts
             modules: dict[str, nn.Module] = {
