@@ -42,3 +42,15 @@ def test_gpu_profile_runs_on_cpu_at_tiny_size(tmp_path):
     ):
         assert report[key] > 0, key
     assert report["decoder_vs_transformers_max_rel_diff"] < 1e-4
+
+
+def test_mini_eval_runs_on_the_toy_model(toy_checkpoint_dir, tmp_path):
+    out = tmp_path / "mini_eval.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "mini_eval.py"), "--model", str(toy_checkpoint_dir), "--stories", "1",
+           "--steps", "2", "--draw-steps", "2", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [r["condition"] for r in report["results"]][:2] == ["ground_truth", "upper_bound"]
+    assert out.with_suffix(".png").stat().st_size > 0
