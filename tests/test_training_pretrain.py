@@ -101,3 +101,15 @@ def test_full_llm_trains_the_base_weights_too(tiny_config):
     assert lora_only < full
     assert any("q_proj.base_layer.weight" in n for n in full - lora_only)
     assert not any("original_module" in n or n.endswith("pos_embed") for n in full)
+
+
+def test_export_halves_a_checkpoint_and_it_loads_into_float32(toy_checkpoint_dir, tmp_path):
+    from seed_story.checkpoints.native import export_checkpoint, read_manifest
+
+    export_checkpoint(toy_checkpoint_dir, tmp_path / "half", torch.float16)
+    size = lambda d: sum(f.stat().st_size for f in d.glob("*.safetensors"))  # noqa: E731
+    assert size(tmp_path / "half") < 0.55 * size(toy_checkpoint_dir)
+    assert read_manifest(tmp_path / "half").dtype == "float16"
+    full, half = load_components(toy_checkpoint_dir), load_components(tmp_path / "half")
+    for a, b in zip(full.mllm.state_dict().values(), half.mllm.state_dict().values(), strict=True):
+        assert b.dtype == a.dtype and torch.allclose(a, b, atol=2e-3, rtol=2e-3)

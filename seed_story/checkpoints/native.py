@@ -15,11 +15,13 @@ with a manifest is always complete.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import torch
 from pydantic import Field
 from safetensors.torch import save_file
 from torch import nn
@@ -106,3 +108,33 @@ def load_part(directory: str | Path, part: str, module: nn.Module) -> KeyReport:
         raise KeyError(f"checkpoint {directory} has no {part!r}; it has {sorted(manifest.parts)}")
     state = load_state_dict_file(Path(directory) / manifest.parts[part])
     return load_strict(module, state, what=f"{part} of {directory}")
+
+
+def export_checkpoint(source: str | Path, target: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Copy a checkpoint with its floating-point weights stored as ``dtype`` (e.g. to ship it half the size).
+
+    Loading casts each tensor back to the module's own dtype, so a float16 export loads into a float32
+    model. The manifest is written last, as by :func:`save_checkpoint`.
+
+    Example::
+
+        export_checkpoint("runs/mini/stage3/final", "models/seed-story-mini", torch.float16)
+    """
+    source, target = Path(source), Path(target)
+    manifest = read_manifest(source)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in manifest.parts.values():
+        tensors = load_state_dict_file(source / name)
+        cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
+        tmp = target / (name + ".partial")
+        save_file(cast, str(tmp), metadata={"format": FORMAT, "part": name.removesuffix(".safetensors")})
+        tmp.replace(target / name)
+    if manifest.has_tokenizer:
+        shutil.copytree(source / "tokenizer", target / "tokenizer", dirs_exist_ok=True)
+    metadata = {**manifest.metadata, "exported_from": str(source)}
+    exported = manifest.model_copy(update={"dtype": str(dtype).removeprefix("torch."), "metadata": metadata})
+    out = target / MANIFEST
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_text(exported.model_dump_json(indent=2))
+    tmp.replace(out)
+    return out
