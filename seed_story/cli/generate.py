@@ -124,9 +124,22 @@ def generate(
         raise typer.Exit(code=2)
 
 
+MINI_MODEL = Path(__file__).resolve().parents[2] / "models" / "seed-story-mini"
+
+
+def demo_prompts(model: Path) -> str:
+    """The bundled prompts that suit a model: story-world openings for the mini preset, toy ones otherwise."""
+    from seed_story.checkpoints.native import read_manifest
+
+    return "mini/demo.jsonl" if read_manifest(model).model.name == "seed-story-mini" else "demo.jsonl"
+
+
 def demo(
     out: Path = typer.Option(Path("seed-story-demo"), "--out", help="Local store the demo writes into."),
-    model: Path | None = typer.Option(None, "--model", help=f"Default: the toy model, trained once into {DEMO_CACHE}."),
+    model: Path | None = typer.Option(
+        None, "--model", help=f"Default: models/seed-story-mini, else the toy model trained once into {DEMO_CACHE}."
+    ),
+    draw_steps: int = typer.Option(25, "--draw-steps", min=1, help="De-tokenizer denoising steps per picture."),
 ) -> None:
     """Three storybooks from bundled example prompts, on the embedded defaults (local store, local Prefect API)."""
     from seed_story.batch.models import ModelSpec, toy_checkpoint
@@ -134,13 +147,15 @@ def demo(
     from tasks.settings import NightlySettings
 
     console = Console(stderr=True)
-    if model is None:
-        console.print(f"toy model: {DEMO_CACHE} (trained in ~20 s on first use)")
+    if model is None and (MINI_MODEL / "seed_story.json").is_file():
+        model = MINI_MODEL
+    elif model is None:
+        console.print(f"toy model: {DEMO_CACHE} (trained in ~20 s on first use; the mini model is not installed)")
         model = toy_checkpoint(DEMO_CACHE)
-    with resources.as_file(resources.files("seed_story.examples") / "demo.jsonl") as manifest:
+    with resources.as_file(resources.files("seed_story.examples") / demo_prompts(model)) as manifest:
         settings = NightlySettings(
             manifest=str(manifest), store=str(out.resolve()), run_id="demo",
-            model=ModelSpec(path=str(model), draw=DrawSettings(num_inference_steps=10, batch_size=8)),
+            model=ModelSpec(path=str(model), draw=DrawSettings(num_inference_steps=draw_steps, batch_size=12)),
         )  # fmt: skip
         summary = run_night(settings, console=console)
     _print_summary(summary, str(out.resolve()), Console())
