@@ -22,30 +22,21 @@ STAGES: tuple[str, ...] = ("vision", "vae", "stage1", "stage2", "stage3")
 # The reference's hyper-parameters (facts §6). Stage 1 was never released: it reuses stage 3's optimiser
 # settings (same network, same objective) without gradient accumulation, for as many steps as the
 # released stage-1 checkpoint's name says (checkpoint-55000).
+_PRETRAIN: dict[str, Any] = dict(
+    learning_rate=1e-3,
+    weight_decay=0.0,
+    betas=(0.9, 0.99),
+    eps=1e-8,
+    max_steps=1500,
+    save_every=500,
+    warmup_steps=50,
+    min_lr_ratio=0.05,
+    gradient_accumulation_steps=1,
+)
 STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
     # Not in the paper: plain autoencoder settings, sized for minutes on a CPU.
-    "vision": dict(
-        learning_rate=1e-3,
-        weight_decay=0.0,
-        betas=(0.9, 0.99),
-        eps=1e-8,
-        max_steps=1500,
-        save_every=500,
-        warmup_steps=50,
-        min_lr_ratio=0.05,
-        gradient_accumulation_steps=1,
-    ),
-    "vae": dict(
-        learning_rate=1e-3,
-        weight_decay=0.0,
-        betas=(0.9, 0.99),
-        eps=1e-8,
-        max_steps=1500,
-        save_every=500,
-        warmup_steps=50,
-        min_lr_ratio=0.05,
-        gradient_accumulation_steps=1,
-    ),
+    "vision": _PRETRAIN,
+    "vae": _PRETRAIN,
     "stage1": dict(
         learning_rate=1e-4,
         weight_decay=0.03,
