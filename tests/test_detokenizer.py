@@ -214,6 +214,24 @@ def test_denoising_loss_is_noise_mse(tiny_detok_cfg: DetokenizerConfig) -> None:
     torch.testing.assert_close(loss, (pred - noise).square().mean())
 
 
+def test_min_snr_weighting_scales_each_sample(tiny_detok_cfg: DetokenizerConfig) -> None:
+    detok = build_detokenizer(tiny_detok_cfg).eval()
+    scheduler = build_noise_scheduler(tiny_detok_cfg.scheduler)
+    latents, t = torch.randn(2, 4, 16, 16), torch.tensor([10, 900])
+    noise = torch.randn_like(latents)
+    time_ids = torch.tensor([[32, 32, 0, 0, 32, 32]] * 2)
+    feats = _features(tiny_detok_cfg, 2)
+    kw = dict(noise=noise, timesteps=t)
+    per = [detok.denoising_loss(latents[i : i + 1], feats[i : i + 1], time_ids[:1], scheduler, noise=noise[i : i + 1],
+                                timesteps=t[i : i + 1]) for i in range(2)]  # fmt: skip
+    alphas = scheduler.alphas_cumprod[t]
+    snr = alphas / (1 - alphas)
+    assert snr[0] > 5 > snr[1]  # t=10 is nearly clean: down-weighted; t=900 is noisy: kept
+    weighted = detok.denoising_loss(latents, feats, time_ids, scheduler, snr_gamma=5.0, **kw)
+    expected = (5.0 / snr[0] * per[0] + per[1]) / 2
+    torch.testing.assert_close(weighted, expected.float(), rtol=1e-4, atol=1e-6)
+
+
 def test_noise_scheduler_shares_betas(tiny_detok_cfg: DetokenizerConfig) -> None:
     euler, ddpm = build_scheduler(tiny_detok_cfg.scheduler), build_noise_scheduler(tiny_detok_cfg.scheduler)
     torch.testing.assert_close(euler.betas, ddpm.betas)

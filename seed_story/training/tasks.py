@@ -98,13 +98,17 @@ class Stage2Task:
 class DenoisingModel(nn.Module):
     """The de-tokenizer with its training objective as ``forward``, so data-parallel wrappers see it."""
 
-    def __init__(self, detokenizer: Detokenizer, noise_scheduler: DDPMScheduler) -> None:
+    def __init__(
+        self, detokenizer: Detokenizer, noise_scheduler: DDPMScheduler, snr_gamma: float | None = None
+    ) -> None:
         super().__init__()
         self.detokenizer = detokenizer
         self.noise_scheduler = noise_scheduler
+        self.snr_gamma = snr_gamma
 
     def forward(self, latents: torch.Tensor, features: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
-        return self.detokenizer.denoising_loss(latents, features, time_ids, self.noise_scheduler)
+        return self.detokenizer.denoising_loss(latents, features, time_ids, self.noise_scheduler,
+                                               snr_gamma=self.snr_gamma)  # fmt: skip
 
 
 @torch.no_grad()
@@ -136,12 +140,13 @@ class Stage1Task:
     stage = "stage1"
     export = ("detokenizer", "detokenizer.")
 
-    def __init__(self, parts: Components, *, full_unet: bool = False) -> None:
+    def __init__(self, parts: Components, *, full_unet: bool = False, snr_gamma: float | None = None) -> None:
         self.parts = parts
         parts.detokenizer.set_trainable()
         if full_unet:
             parts.detokenizer.unet.requires_grad_(True)
-        self.module = DenoisingModel(parts.detokenizer, build_noise_scheduler(parts.config.detokenizer.scheduler))
+        scheduler = build_noise_scheduler(parts.config.detokenizer.scheduler)
+        self.module = DenoisingModel(parts.detokenizer, scheduler, snr_gamma)
         for frozen in self._frozen():
             frozen.eval().requires_grad_(False)
 
@@ -173,9 +178,9 @@ class Stage3Task(Stage1Task):
 
     stage = "stage3"
 
-    def __init__(self, parts: Components, *, full_unet: bool = False) -> None:
+    def __init__(self, parts: Components, *, full_unet: bool = False, snr_gamma: float | None = None) -> None:
         unmerge_lora(parts.mllm)  # a merged MLLM would be run with LoRA applied twice by peft's forward
-        super().__init__(parts, full_unet=full_unet)
+        super().__init__(parts, full_unet=full_unet, snr_gamma=snr_gamma)
 
     def _frozen(self) -> list[nn.Module]:
         return [self.parts.vae, self.parts.mllm, self.parts.visual_tokenizer]
