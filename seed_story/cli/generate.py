@@ -86,6 +86,7 @@ def generate(
     device: str = typer.Option("cpu", "--device"),
     dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
     draw_steps: int = typer.Option(50, "--draw-steps", min=1, help="De-tokenizer denoising steps per picture."),
+    guidance: float = typer.Option(7.5, "--guidance", min=1.0, help="Classifier-free guidance scale (reference 7.5)."),
     write_batch: int = typer.Option(8, "--write-batch", min=1, help="Stories per MLLM batch."),
     draw_batch: int = typer.Option(16, "--draw-batch", min=1, help="Pictures per de-tokenizer task."),
     formats: str = typer.Option("html,pdf", "--format", help="Books to render: html, pdf, both, or 'none'."),
@@ -109,7 +110,7 @@ def generate(
         settings = NightlySettings(
             manifest=manifest, store=store, run_id=run_id, s3=S3Settings(endpoint_url=s3_endpoint_url),
             model=ModelSpec(path=str(model), device=device, dtype=dtype, writer=WriterSettings(),
-                            draw=DrawSettings(num_inference_steps=draw_steps)),
+                            draw=DrawSettings(num_inference_steps=draw_steps, guidance_scale=guidance)),
             write_batch_size=write_batch, draw_batch_size=draw_batch,
             render=RenderOptions(formats=wanted, print_settings=PrintSettings(page_size=page_size)) if wanted else None,
         )  # fmt: skip
@@ -127,11 +128,23 @@ def generate(
 MINI_MODEL = Path(__file__).resolve().parents[2] / "models" / "seed-story-mini"
 
 
-def demo_prompts(model: Path) -> str:
-    """The bundled prompts that suit a model: story-world openings for the mini preset, toy ones otherwise."""
+# The mini de-tokenizer is small and saturates under the reference's strong guidance (README, SEED-Story-Mini).
+MINI_GUIDANCE = 2.0
+
+
+def _is_mini(model: Path) -> bool:
     from seed_story.checkpoints.native import read_manifest
 
-    return "mini/demo.jsonl" if read_manifest(model).model.name == "seed-story-mini" else "demo.jsonl"
+    return read_manifest(model).model.name == "seed-story-mini"
+
+
+def demo_guidance(model: Path) -> float:
+    return MINI_GUIDANCE if _is_mini(model) else 7.5
+
+
+def demo_prompts(model: Path) -> str:
+    """The bundled prompts that suit a model: story-world openings for the mini preset, toy ones otherwise."""
+    return "mini/demo.jsonl" if _is_mini(model) else "demo.jsonl"
 
 
 def demo(
@@ -140,6 +153,7 @@ def demo(
         None, "--model", help=f"Default: models/seed-story-mini, else the toy model trained once into {DEMO_CACHE}."
     ),
     draw_steps: int = typer.Option(25, "--draw-steps", min=1, help="De-tokenizer denoising steps per picture."),
+    guidance: float | None = typer.Option(None, "--guidance", min=1.0, help=f"Default: {MINI_GUIDANCE} (mini), 7.5."),
 ) -> None:
     """Three storybooks from bundled example prompts, on the embedded defaults (local store, local Prefect API)."""
     from seed_story.batch.models import ModelSpec, toy_checkpoint
@@ -155,7 +169,8 @@ def demo(
     with resources.as_file(resources.files("seed_story.examples") / demo_prompts(model)) as manifest:
         settings = NightlySettings(
             manifest=str(manifest), store=str(out.resolve()), run_id="demo",
-            model=ModelSpec(path=str(model), draw=DrawSettings(num_inference_steps=draw_steps, batch_size=12)),
+            model=ModelSpec(path=str(model), draw=DrawSettings(num_inference_steps=draw_steps, batch_size=12,
+                                                               guidance_scale=guidance or demo_guidance(model))),
         )  # fmt: skip
         summary = run_night(settings, console=console)
     _print_summary(summary, str(out.resolve()), Console())
