@@ -3,6 +3,7 @@
 Writes bench/results/mini_eval.json and a bar chart mini_eval.png.
 
 .venv/bin/python bench/mini_eval.py --model models/seed-story-mini [--stories 8] [--steps 24] [--draw-steps 25]
+    [--guidance 2.0]
 """
 
 from __future__ import annotations
@@ -37,14 +38,17 @@ def main() -> None:
     parser.add_argument("--stories", type=int, default=8)
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--draw-steps", type=int, default=25)
+    parser.add_argument("--guidance", type=float, default=2.0, help="the mini de-tokenizer saturates at 7.5")
     parser.add_argument("--world-seed", type=int, default=1, help="a seed the model was not trained on")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "mini_eval.json")
     args = parser.parse_args()
     torch.manual_seed(0)
-    pipe = StoryPipeline.from_pretrained(args.model, draw_settings=DrawSettings(num_inference_steps=args.draw_steps))
+    draw = DrawSettings(num_inference_steps=args.draw_steps, guidance_scale=args.guidance)
+    pipe = StoryPipeline.from_pretrained(args.model, draw_settings=draw)
     results = evaluate_conditions(pipe, world_seed=args.world_seed, stories=args.stories, steps=args.steps)
     report = {
         "model": str(args.model), "stories": args.stories, "steps": args.steps, "draw_steps": args.draw_steps,
+        "guidance": args.guidance,
         "world_seed": args.world_seed, "machine": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS"),
         "results": [r.model_dump(mode="json") for r in results],
