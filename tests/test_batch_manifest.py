@@ -86,3 +86,10 @@ def test_shards_are_round_robin_with_absolute_images():
     assert [[r["story_id"] for r in s] for s in shards] == [["s0", "s2", "s4"], ["s1", "s3"]]
     assert shards[0][0]["image"] == "/in/0.png"
     assert len(shard_manifest(m, 9)) == 5  # empty shards are left out
+
+
+def test_display_text_drops_the_inst_separator_a_model_writes():
+    from seed_story.batch.finishing import display_text
+
+    assert display_text("[INST]Pip came back on the left.") == "Pip came back on the left."
+    assert display_text("Pip waved. [INST] Momo  jumped.") == "Pip waved. Momo jumped."

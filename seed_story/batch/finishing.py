@@ -13,6 +13,7 @@ from seed_story.batch.records import DrawRecord, StepRecord, StoryFailure, Story
 from seed_story.batch.writing import stored_steps
 from seed_story.render.records import StoryRecord, StoryStep
 from seed_story.storage import ObjectStore, get_model, put_model
+from seed_story.tokenizer import INST
 
 # One row per step; step 0 is the opening (its text is the opening text, its picture the given one).
 SEQUENCE_SCHEMA = pa.schema([
@@ -29,6 +30,12 @@ SEQUENCE_SCHEMA = pa.schema([
     pa.field("draw_seconds", pa.float64(), nullable=False),
     pa.field("attempt", pa.string(), nullable=False),  # the run attempt that wrote the step
 ])  # fmt: skip
+
+
+def display_text(text: str) -> str:
+    """A step's text for readers: without the ``[INST]`` separator a model may write before it (the stored
+    ``StepRecord`` keeps it, since resuming feeds the text back exactly as written)."""
+    return " ".join(text.replace(INST, " ").split())
 
 
 def finish_story(store: ObjectStore, plan: StoryPlan) -> StoryRecord | None:
@@ -51,7 +58,7 @@ def finish_story(store: ObjectStore, plan: StoryPlan) -> StoryRecord | None:
         style=row.style,
         opening_text=row.text,
         opening_image=opening_image_name(),
-        steps=[StoryStep(index=s.step, text=s.text, image=step_image_name(s.step)) for s in steps],
+        steps=[StoryStep(index=s.step, text=display_text(s.text), image=step_image_name(s.step)) for s in steps],
     )
     put_model(store, keys.story, record)
     return record
@@ -76,7 +83,7 @@ def _sequence_parquet(plan: StoryPlan, steps: list[StepRecord], draws: list[Draw
     rows = [dict(step=0, text=plan.row.text, image_key=keys.opening_image, feature_key=keys.opening_features,
                  token_count=0, write_seconds=0.0, draw_seconds=0.0, attempt="")]  # fmt: skip
     for s, d in zip(steps, draws, strict=True):
-        rows.append(dict(step=s.step, text=s.text, image_key=d.image_key, feature_key=s.feature_key,
+        rows.append(dict(step=s.step, text=display_text(s.text), image_key=d.image_key, feature_key=s.feature_key,
                          token_count=len(s.token_ids), write_seconds=s.write_seconds, draw_seconds=d.draw_seconds,
                          attempt=s.attempt))  # fmt: skip
     for r in rows:
