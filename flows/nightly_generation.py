@@ -108,8 +108,7 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
         items = list_draws_task(settings, live())
         item_batches = chunks(items, settings.draw_batch_size)
         owners = {p.story_id: p for p in plan.pending}
-        story_batches = [list({owners[i.story_id].story_id: owners[i.story_id] for i in b}.values())
-                         for b in item_batches]  # fmt: skip
+        story_batches = [list({i.story_id: owners[i.story_id] for i in b}.values()) for b in item_batches]
         futures = detokenizer_task.map([settings] * len(item_batches), item_batches, [attempt] * len(item_batches))
         drawn = sum(_gather(futures, story_batches, "detokenizer", failures))
 

@@ -186,21 +186,29 @@ def story_batch(
     )
 
 
-def toy_batch(parts: Components, rng: random.Random, batch_size: int, length: int) -> Batch:
-    """``batch_size`` toy stories of ``length`` scenes with their pictures' features, every caption supervised."""
+def toy_stories(
+    parts: Components, rng: random.Random, batch_size: int, length: int, *, supervise_all: bool
+) -> tuple[Batch, list[list[Scene]]]:
+    """``batch_size`` toy stories of ``length`` scenes as one batch with their pictures' features, and the stories."""
     vision = parts.config.vision
     image_ids = ImageTokenIds.from_tokenizer(parts.tokenizer, parts.config.mllm.num_image_tokens)
     stories = [sample_story(rng, length) for _ in range(batch_size)]
     feats = torch.stack([scene_features(s, vision.n_queries, vision.output_dim) for story in stories for s in story])
-    return story_batch(
+    batch = story_batch(
         parts.tokenizer,
         image_ids,
         [[s.caption for s in story] for story in stories],
         vision.n_queries,
         vision.output_dim,
         image_embeds=feats,
-        supervise_all=True,
+        supervise_all=supervise_all,
     )
+    return batch, stories
+
+
+def toy_batch(parts: Components, rng: random.Random, batch_size: int, length: int) -> Batch:
+    """``batch_size`` toy stories of ``length`` scenes with their pictures' features, every caption supervised."""
+    return toy_stories(parts, rng, batch_size, length, supervise_all=True)[0]
 
 
 def train_toy_model(steps: int = 400, seed: int = 0, *, batch_size: int = 4, lr: float = 5e-3) -> Components:

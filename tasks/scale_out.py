@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import task
 
 from seed_story.batch.layout import run_prefix, summary_key
@@ -12,16 +10,9 @@ from seed_story.batch.records import RunSummary, StoryFailure, now
 from seed_story.batch.shards import shard_manifest
 from seed_story.batch.sources import load_manifest
 from seed_story.config import StrictModel
-from seed_story.storage import get_model
+from seed_story.storage import get_model, key_uri
 from tasks.generation import IO_TASK
 from tasks.settings import NightlySettings
-
-
-def store_uri(store: str, key: str) -> str:
-    """URI of ``key`` inside the store ``store`` (absolute for local stores, so any worker can open it)."""
-    if store.startswith("s3://"):
-        return f"{store.rstrip('/')}/{key}"
-    return str(Path(store.removeprefix("file://")).resolve() / key)
 
 
 class ShardPlan(StrictModel):
@@ -42,7 +33,7 @@ def shard_task(settings: NightlySettings, shards: int) -> ShardPlan:
     for i, data in enumerate(shard_manifest(manifest, shards)):
         key = f"{run_prefix(run_id)}/shards/shard-{i:02d}.jsonl"
         store.put_bytes(key, data)
-        uris.append(store_uri(settings.store, key))
+        uris.append(key_uri(store, key))
         ids.append([e.row.story_id for j, e in enumerate(manifest.entries) if j % shards == i])
     return ShardPlan(shards=uris, story_ids=ids, bad_rows=manifest.problems,
                      rows=len(manifest.entries) + len(manifest.problems))  # fmt: skip

@@ -30,6 +30,7 @@ from seed_story.storage import (
     check_key,
     get_model,
     join_key,
+    key_uri,
     open_store,
     put_model,
 )
@@ -42,7 +43,6 @@ from seed_story.training.store_sync import (
     push_folder,
     push_metrics,
     sync_checkpoints,
-    uri_of,
 )
 from tasks.retry import STORAGE_BACKOFF, STORAGE_RETRIES, storage_errors_only
 
@@ -195,14 +195,14 @@ def push_outputs_task(settings: TrainFlowSettings, cfg: TrainConfig, prefix: str
     if not push_folder(store, out / "final", final, last=MANIFEST):
         raise FileNotFoundError(f"the trainer wrote no final checkpoint in {out / 'final'}")
     put_model(store, join_key(prefix, "train_config.json"), cfg)
-    return uri_of(store, final)
+    return key_uri(store, final)
 
 
 @task(name="write-train-summary", **_IO)
 def write_summary_task(settings: TrainFlowSettings, summary: TrainSummary) -> str:
     store = settings.open_store()
     put_model(store, key := join_key(summary.prefix, SUMMARY), summary)
-    return uri_of(store, key)
+    return key_uri(store, key)
 
 
 def summary_markdown(summary: TrainSummary) -> str:

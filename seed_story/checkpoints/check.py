@@ -83,7 +83,7 @@ def check_pretrained(root: str | Path, cfg: ModelConfig | None = None, *, deep: 
     Example::
 
         for c in check_pretrained("pretrained", deep=True):
-            print(c.key, c.status, c.detail)
+            c.key, c.status, c.detail  # e.g. ('mllm', 'ok', '')
     """
     cfg = cfg or ModelConfig.from_preset("seed-story-george")
     layout = PretrainedLayout.discover(root)

@@ -57,6 +57,7 @@ class _Row:
     stop: StopReason | None = None
     replay: list[ResumeStep] = field(default_factory=list)  # resumed steps not yet fed to the cache
     offset: int = 0  # steps written before this session (len(request.resume))
+    replay_rest: list[int] = field(default_factory=list)  # prompt rest of the resumed step being replayed
 
 
 class WritingSession:
@@ -97,7 +98,8 @@ class WritingSession:
         row.pending_ids = [w.tokenizer.bos_token_id, *w.encode(text)]
         row.pending_features = request.opening_features.unsqueeze(0)
         if row.replay:
-            row.pending_ids += self._replayed_text(row, 1)[0]
+            kept, row.replay_rest = self._replayed_text(row, 1)
+            row.pending_ids += kept
         if w.settings.sampling.do_sample:
             row.generator = torch.Generator(device=self.device).manual_seed(request.seed)
             state = request.resume[-1].generator_state if request.resume else None
@@ -237,11 +239,11 @@ class WritingSession:
     def _replay_step(self, row: _Row) -> WrittenStep | None:
         """Queue the rest of a resumed step as the row's prompt, exactly as if it had just been written."""
         finished = row.offset - len(row.replay) + 1
-        _, rest = self._replayed_text(row, finished)
         row.pending_features = row.replay.pop(0).features.unsqueeze(0)
-        row.pending_ids = rest
+        row.pending_ids = row.replay_rest
         if row.replay:
-            row.pending_ids = rest + self._replayed_text(row, finished + 1)[0]
+            kept, row.replay_rest = self._replayed_text(row, finished + 1)
+            row.pending_ids = row.pending_ids + kept
         return None
 
     def _finish_step(self, row: _Row, features: torch.Tensor | None, seconds: float) -> WrittenStep | None:

@@ -17,6 +17,7 @@ from seed_story.storage.base import (
     check_key,
     get_model,
     join_key,
+    key_uri,
     put_model,
 )
 from seed_story.storage.local import LocalObjectStore, atomic_file
@@ -38,6 +39,7 @@ __all__ = [
     "download",
     "get_model",
     "join_key",
+    "key_uri",
     "open_store",
     "publish",
     "put_model",

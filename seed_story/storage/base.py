@@ -75,6 +75,11 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+def key_uri(store: ObjectStore, key: str) -> str:
+    """The URI of ``key`` in ``store`` (``file:///...`` or ``s3://bucket/prefix/key``): what flows pass around."""
+    return f"{store.uri.rstrip('/')}/{check_key(key)}"
+
+
 def join_key(*parts: str) -> str:
     """Join key parts with '/' and validate the result."""
     return check_key("/".join(p.strip("/") for p in parts if p.strip("/")))

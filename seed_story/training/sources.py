@@ -22,8 +22,7 @@ from torch.utils.data import DataLoader
 from seed_story.components import Components
 from seed_story.data.dataset import StoryStreamDataset
 from seed_story.data.sequence import SequenceSettings, collate
-from seed_story.tokenizer import ImageTokenIds
-from seed_story.toy import ANIMALS, PLACES, Batch, Scene, sample_story, scene_features, story_batch
+from seed_story.toy import ANIMALS, PLACES, Batch, Scene, sample_story, toy_stories
 from seed_story.training.config import StoryStreamData, ToyData
 
 
@@ -72,19 +71,8 @@ def _pictures(parts: Components, scenes: list[Scene]) -> tuple[torch.Tensor, tor
 
 
 def _stories(parts: Components, rng: random.Random, data: ToyData) -> tuple[Batch, list[Scene]]:
-    vision = parts.config.vision
-    image_ids = ImageTokenIds.from_tokenizer(parts.tokenizer, parts.config.mllm.num_image_tokens)
     length = rng.randint(data.min_scenes, data.max_scenes)  # one length per batch: nothing is padded
-    stories = [sample_story(rng, length) for _ in range(data.batch_size)]
-    feats = torch.stack([scene_features(s, vision.n_queries, vision.output_dim) for st in stories for s in st])
-    batch = story_batch(
-        parts.tokenizer,
-        image_ids,
-        [[s.caption for s in st] for st in stories],
-        vision.n_queries,
-        vision.output_dim,
-        image_embeds=feats,
-    )
+    batch, stories = toy_stories(parts, rng, data.batch_size, length, supervise_all=False)
     return batch, [st[-1] for st in stories]
 
 

@@ -11,7 +11,7 @@ import logging
 import threading
 from pathlib import Path
 
-from seed_story.storage import ObjectNotFound, ObjectStore, StorageError, join_key
+from seed_story.storage import ObjectNotFound, ObjectStore, StorageError, join_key, key_uri
 from seed_story.storage.base import sha256_file
 from seed_story.training.trainer import STATE_FILE
 
@@ -20,10 +20,6 @@ METRICS = ("metrics.jsonl", "metrics.csv")
 
 def run_prefix(stage: str, run_name: str) -> str:
     return join_key("training", stage, run_name)
-
-
-def uri_of(store: ObjectStore, key: str) -> str:
-    return f"{store.uri.rstrip('/')}/{key}"
 
 
 def _checkpoint_key(prefix: str, step: int) -> str:
@@ -170,6 +166,6 @@ class CheckpointPusher:
             pushed = sync_checkpoints(self.store, self.output_dir, self.prefix, self.keep)
             if pushed:
                 push_metrics(self.store, self.output_dir, self.prefix)
-                self.log.info("pushed checkpoint(s) %s to %s", pushed, uri_of(self.store, self.prefix))
+                self.log.info("pushed checkpoint(s) %s to %s", pushed, key_uri(self.store, self.prefix))
         except (StorageError, OSError) as err:
             self.log.warning("could not push checkpoints to %s yet: %s", self.store.uri, err)
