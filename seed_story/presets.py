@@ -112,7 +112,7 @@ def tiny() -> ModelConfig:
                 depth=2,
                 dim_head=8,
                 heads=4,
-                num_queries=16,
+                num_queries=64,
                 embedding_dim=vit_dim,
                 output1_dim=16,
                 output2_dim=16,
@@ -150,8 +150,9 @@ def seed_story_mini(vocab_size: int = 1024) -> ModelConfig:
     """SEED-Story-Mini: the same architecture sized for the synthetic story world and a CPU (64 px pictures).
 
     A ViT at 64 px with 8 px patches (64 feature tokens of 128 dims), a 4-layer Llama (256 wide) with LoRA,
-    16 image tokens in the LLM (the real model's 64 at a quarter), a latent UNet over a 4x VAE (16x16x4
-    latents). ``vocab_size`` is the BPE tokenizer's base vocabulary, trained on the world's text; the image
+    16 image tokens in the LLM (the real model's 64 at a quarter), a de-tokenizer resampler with the real
+    model's 64 queries (one per ViT token: conditioning keeps the layout), a latent UNet over a 4x VAE
+    (16x16x4 latents). ``vocab_size`` is the BPE tokenizer's base vocabulary, trained on the world's text; the image
     tokens are added on top, as for Llama.
     """
     vit_dim, llm_dim = 128, 256
@@ -189,7 +190,7 @@ def seed_story_mini(vocab_size: int = 1024) -> ModelConfig:
                 depth=2,
                 dim_head=32,
                 heads=4,
-                num_queries=16,
+                num_queries=64,
                 embedding_dim=vit_dim,
                 output1_dim=64,
                 output2_dim=64,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,8 @@ def test_captions_follow_the_ground_truth(seed: int) -> None:
             assert set(frame.leaving) == gone
             assert all(p.action == "waves" for p in frame.truth.characters if p.name in gone)
             previous = frame
+        # English articles: "an orange square", never "a orange square".
+        assert not re.search(r"\b[Aa] [aeiou]", " ".join(f.caption for f in story.frames))
 
 
 def test_entrance_words_only_in_entrance_templates() -> None:

@@ -13,7 +13,7 @@ from seed_story.components import load_components
 from seed_story.config import ModelConfig
 from seed_story.tokenizer import ImageTokenIds, image_string, load_tokenizer, train_bpe_tokenizer
 from seed_story.training import TrainConfig
-from seed_story.training.pretrain import picture_batches
+from seed_story.training.pretrain import FeatureDecoder, picture_batches
 from seed_story.training.run import build_task
 from seed_story.training.trainer import Trainer, TrainResult
 
@@ -113,3 +113,16 @@ def test_export_halves_a_checkpoint_and_it_loads_into_float32(toy_checkpoint_dir
     full, half = load_components(toy_checkpoint_dir), load_components(tmp_path / "half")
     for a, b in zip(full.mllm.state_dict().values(), half.mllm.state_dict().values(), strict=True):
         assert b.dtype == a.dtype and torch.allclose(a, b, atol=2e-3, rtol=2e-3)
+
+
+def test_vision_decoder_reads_the_tokens_as_a_set():
+    # The de-tokenizer's resampler sees the features with no positions, so the ViT's pre-training decoder must
+    # not either: shuffled tokens give the same picture, and the ViT has to write position into the tokens.
+    torch.manual_seed(0)
+    decoder = FeatureDecoder(dim=32, grid=4, image_size=16).eval()
+    tokens = torch.randn(2, 16, 32)
+    shuffled = tokens[:, torch.randperm(16)]
+    with torch.no_grad():
+        assert decoder(tokens).shape == (2, 3, 16, 16)
+        torch.testing.assert_close(decoder(shuffled), decoder(tokens), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(decoder(tokens), decoder(tokens[[1, 0]]))

@@ -63,7 +63,7 @@ ENTRANCES = (
     "{name} came over to say hello to {others}.",
     "A little later, {name} joined {others}.",
     "Look! {name} showed up {where}.",
-    "{name}, a {desc}, came along {where}.",
+    "{name}, {a_desc}, came along {where}.",
 )
 RETURNS = ("{name} came back {where}.", "{name} returned {where}.", "Then {name} turned up again {where}.")
 FAREWELLS = (
@@ -90,11 +90,16 @@ def join_names(names: Sequence[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
+def with_article(phrase: str) -> str:
+    """``"a red circle"``, ``"an orange square"``."""
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
 def introduce(rng: random.Random, name: str) -> str:
     """``"a red circle named Pip"`` or ``"Zara, a yellow triangle with a black top hat,"``-like phrases."""
     c = WORLD.character(name)
     hat = f" with {HAT_PHRASES[c.hat]}" if c.hat and rng.random() < 0.6 else ""
-    return rng.choice((f"a {c.description}{hat} named {name}", f"{name} the {c.description}{hat}"))
+    return rng.choice((f"{with_article(c.description)}{hat} named {name}", f"{name} the {c.description}{hat}"))
 
 
 def opening_sentence(rng: random.Random, names: Sequence[str], scene: SceneName) -> str:
@@ -107,7 +112,9 @@ def entrance_sentence(rng: random.Random, p: Placement, others: Sequence[str], r
     if not others:  # nobody to greet: only the templates that do not name anyone else
         templates = tuple(t for t in templates if "{others}" not in t)
     desc = WORLD.character(p.name).description
-    return rng.choice(templates).format(name=p.name, where=WHERE[p.slot], desc=desc, others=join_names(others))
+    return rng.choice(templates).format(
+        name=p.name, where=WHERE[p.slot], desc=desc, a_desc=with_article(desc), others=join_names(others)
+    )
 
 
 def farewell_sentence(rng: random.Random, name: str, others: Sequence[str]) -> str:
