@@ -21,12 +21,11 @@ format:
 	$(BIN)/ruff check --fix .
 
 # SEED-Story-Mini from scratch (README "SEED-Story-Mini"): the world, the tokenizer, then five training runs.
-# Stages 1 and 2 only share the pre-trained ViT/VAE, so `make -j2 train-mini` runs them side by side.
-# Every run resumes from its newest checkpoint, so an interrupted `make train-mini` continues where it stopped.
-WORLD := data/world
-MINI := runs/mini
+# The ViT and the VAE pre-train independently, and so do stages 1 and 2 afterwards: `make -j2 train-mini` runs
+# each pair side by side. Every run resumes from its newest checkpoint, so an interrupted `make train-mini`
+# continues where it stopped.
 TRAIN := OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(BIN)/seed-story train
-# Stages 1 and 2 run side by side under -j2: one thread each (two 2-thread runs on 2 cores slow each other badly).
+# Paired runs go side by side under -j2: one thread each (two 2-thread runs on 2 cores slow each other badly).
 TRAIN_SIDE := OMP_NUM_THREADS=$(or $(SIDE_THREADS),1) HF_HUB_OFFLINE=1 $(BIN)/seed-story train
 
 mini-data: $(WORLD)/shards/ingest-report.json $(WORLD)/tokenizer/tokenizer.json
@@ -41,15 +40,15 @@ $(WORLD)/tokenizer/tokenizer.json: $(WORLD)/stories.jsonl
 	$(BIN)/seed-story data train-tokenizer $(WORLD)/stories.jsonl --out $(WORLD)/tokenizer
 
 $(MINI)/vision/final/seed_story.json: $(WORLD)/shards/ingest-report.json $(WORLD)/tokenizer/tokenizer.json
-	$(TRAIN) vision --config configs/train/mini_vision.yaml --resume
+	$(TRAIN_SIDE) vision --config configs/train/mini_vision.yaml --resume
 
-$(MINI)/vae/final/seed_story.json: $(MINI)/vision/final/seed_story.json
-	$(TRAIN) vae --config configs/train/mini_vae.yaml --resume
+$(MINI)/vae/final/seed_story.json: $(WORLD)/shards/ingest-report.json $(WORLD)/tokenizer/tokenizer.json
+	$(TRAIN_SIDE) vae --config configs/train/mini_vae.yaml --resume
 
-$(MINI)/stage1/final/seed_story.json: $(MINI)/vae/final/seed_story.json
+$(MINI)/stage1/final/seed_story.json: $(MINI)/vision/final/seed_story.json $(MINI)/vae/final/seed_story.json
 	$(TRAIN_SIDE) stage1 --config configs/train/mini_stage1.yaml --resume
 
-$(MINI)/stage2/final/seed_story.json: $(MINI)/vae/final/seed_story.json
+$(MINI)/stage2/final/seed_story.json: $(MINI)/vision/final/seed_story.json $(MINI)/vae/final/seed_story.json
 	$(TRAIN_SIDE) stage2 --config configs/train/mini_stage2.yaml --resume
 
 $(MINI)/stage3/final/seed_story.json: $(MINI)/stage1/final/seed_story.json $(MINI)/stage2/final/seed_story.json

@@ -1,7 +1,7 @@
 """The SEED-Story-Mini recipe as a smoke run: the repo's own mini configs, a small world, two steps per stage.
 
 The full training is `make -j2 train-mini` (README "SEED-Story-Mini"); this proves the chain of configs runs:
-world -> shards + tokenizer -> vision -> vae -> stage 1 and stage 2 -> stage 3 -> a model that writes and draws.
+world -> shards + tokenizer -> vision and vae -> stage 1 and stage 2 -> stage 3 -> a model that writes and draws.
 """
 
 from __future__ import annotations
@@ -46,9 +46,9 @@ def test_mini_recipe_runs_end_to_end(tmp_path):
         return result.checkpoint
 
     vision = run("vision", tokenizer=str(world / "tokenizer"))
-    vae = run("vae", init=str(vision))
-    stage1 = run("stage1", init=str(vae))
-    stage2 = run("stage2", init=str(vae))
+    vae = run("vae", tokenizer=str(world / "tokenizer"))
+    stage1 = run("stage1", init=str(vision), vae_init=str(vae))
+    stage2 = run("stage2", init=str(vision), vae_init=str(vae))
     final = run("stage3", init=str(stage2), detokenizer_init=str(stage1))
 
     parts = load_components(final)

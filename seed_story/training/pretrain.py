@@ -176,11 +176,15 @@ class VAETask:
 
     def finalize(self) -> None:
         """Set the VAE's ``scaling_factor`` so scaled latents have unit variance (as SD's 0.13025 does)."""
-        factor = round(float(self.module.latent_var.rsqrt()), 5)
-        self.parts.vae.register_to_config(scaling_factor=factor)
-        vae_cfg = self.parts.config.detokenizer.vae.model_copy(update={"scaling_factor": factor})
-        detok = self.parts.config.detokenizer.model_copy(update={"vae": vae_cfg})
-        self.parts.config = self.parts.config.model_copy(update={"detokenizer": detok})
+        set_vae_scaling_factor(self.parts, round(float(self.module.latent_var.rsqrt()), 5))
+
+
+def set_vae_scaling_factor(parts: Components, factor: float) -> None:
+    """Set the VAE's ``scaling_factor`` on the network and in ``parts.config`` (which checkpoints save)."""
+    parts.vae.register_to_config(scaling_factor=factor)
+    vae_cfg = parts.config.detokenizer.vae.model_copy(update={"scaling_factor": factor})
+    detok = parts.config.detokenizer.model_copy(update={"vae": vae_cfg})
+    parts.config = parts.config.model_copy(update={"detokenizer": detok})
 
 
 def denormalise(vit_images: torch.Tensor) -> torch.Tensor:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from accelerate import PartialState
 
-from seed_story.checkpoints.native import load_part
+from seed_story.checkpoints.native import load_part, read_manifest
 from seed_story.components import Components, build_random, load_components
 from seed_story.config import ModelConfig
 from seed_story.tokenizer import load_tokenizer
 from seed_story.training.config import PictureData, StoryStreamData, TrainConfig
-from seed_story.training.pretrain import VAETask, VisionTask, picture_batches
+from seed_story.training.pretrain import VAETask, VisionTask, picture_batches, set_vae_scaling_factor
 from seed_story.training.sources import storystream_batches, toy_batches
 from seed_story.training.tasks import Stage1Task, Stage2Task, Stage3Task, StageTask
 from seed_story.training.trainer import Trainer, TrainResult
@@ -34,7 +34,15 @@ def build_components(cfg: TrainConfig) -> Components:
         parts = load_components(cfg.init)
     if cfg.detokenizer_init is not None:
         load_part(cfg.detokenizer_init, "detokenizer", parts.detokenizer)
+    if cfg.vae_init is not None:
+        load_vae(parts, cfg.vae_init)
     return parts
+
+
+def load_vae(parts: Components, checkpoint: str) -> None:
+    """Replace ``parts``' VAE by ``checkpoint``'s, and its scaling factor (set by the VAE stage) with it."""
+    load_part(checkpoint, "vae", parts.vae)  # strict: a VAE of another shape fails here, by key and shape
+    set_vae_scaling_factor(parts, read_manifest(checkpoint).model.detokenizer.vae.scaling_factor)
 
 
 def build_task(cfg: TrainConfig, parts: Components | None = None) -> StageTask:
