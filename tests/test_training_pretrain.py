@@ -11,9 +11,10 @@ from PIL import Image, ImageDraw
 
 from seed_story.components import load_components
 from seed_story.config import ModelConfig
+from seed_story.models.visual_tokenizer import VisualTokenizer
 from seed_story.tokenizer import ImageTokenIds, image_string, load_tokenizer, train_bpe_tokenizer
 from seed_story.training import TrainConfig
-from seed_story.training.pretrain import FeatureDecoder, picture_batches
+from seed_story.training.pretrain import ViTAutoencoder, picture_batches
 from seed_story.training.run import build_task
 from seed_story.training.trainer import Trainer, TrainResult
 
@@ -115,14 +116,21 @@ def test_export_halves_a_checkpoint_and_it_loads_into_float32(toy_checkpoint_dir
         assert b.dtype == a.dtype and torch.allclose(a, b, atol=2e-3, rtol=2e-3)
 
 
-def test_vision_decoder_reads_the_tokens_as_a_set():
-    # The de-tokenizer's resampler sees the features with no positions, so the ViT's pre-training decoder must
-    # not either: shuffled tokens give the same picture, and the ViT has to write position into the tokens.
+
+def test_vision_stage_writes_each_tokens_position_into_the_token():
+    # The de-tokenizer's resampler reads the ViT features with no positions: the vision stage must teach the ViT
+    # to carry them in the tokens (a linear head reads each token's grid index from its content alone).
     torch.manual_seed(0)
-    decoder = FeatureDecoder(dim=32, grid=4, image_size=16).eval()
-    tokens = torch.randn(2, 16, 32)
-    shuffled = tokens[:, torch.randperm(16)]
-    with torch.no_grad():
-        assert decoder(tokens).shape == (2, 3, 16, 16)
-        torch.testing.assert_close(decoder(shuffled), decoder(tokens), rtol=1e-4, atol=1e-5)
-        assert not torch.allclose(decoder(tokens), decoder(tokens[[1, 0]]))
+    vit = VisualTokenizer(ModelConfig.from_preset("tiny").vision)
+    model = ViTAutoencoder(vit)
+    images = torch.randn(4, 3, vit.cfg.image_size, vit.cfg.image_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    before = model(images)
+    for _ in range(40):
+        optimizer.zero_grad()
+        model(images)["loss"].backward()
+        optimizer.step()
+    after = model(images)
+    assert set(after) == {"loss", "pixel_loss", "position_loss", "position_accuracy"}
+    assert before["position_accuracy"] < 0.2 < 0.9 < after["position_accuracy"]
+    assert after["pixel_loss"] < before["pixel_loss"]

@@ -3,8 +3,9 @@
 The released model starts from a pre-trained Qwen-VL ViT and the SD-XL VAE. A model of this project's own
 sizes has neither, so two stages come first, both on plain pictures:
 
-- ``vision``: the ViT learns as the encoder of an autoencoder (a small decoder rebuilds the picture from its
-  feature tokens, read as an unordered set); afterwards only the ViT is kept, frozen as in stages 1-3.
+- ``vision``: the ViT learns as the encoder of an autoencoder (a small convolutional decoder rebuilds the
+  picture from its feature tokens, and each token must tell its own position); afterwards only the ViT is
+  kept, frozen as in stages 1-3.
 - ``vae``: the ``AutoencoderKL`` learns to reconstruct pictures with a small KL term, so its latents stay
   near unit scale (the de-tokenizer's noise schedule assumes it).
 """
@@ -68,24 +69,11 @@ def _signed(pictures: list[Image.Image], size: int) -> torch.Tensor:
 
 
 class FeatureDecoder(nn.Module):
-    """ViT feature tokens (B, g*g, D), read as an unordered set -> a (B, 3, S, S) picture.
+    """ViT feature tokens (B, g*g, D) on their g x g grid -> a (B, 3, S, S) picture, by transposed convolutions."""
 
-    ``g*g`` learned position queries cross-attend to the tokens (twice, no positions on the keys), then
-    transposed convolutions upsample the query grid. Reading the tokens as a set is the point: the
-    de-tokenizer's resampler reads them as a set too (no positions on its inputs, facts §3.2), so where each
-    token belongs must be written into the token itself, as it is in the real ViT-G's features. A grid
-    decoder that takes token i as patch i teaches the ViT to leave position out, and a de-tokenizer trained
-    on such features draws the right characters in random places.
-    """
-
-    def __init__(self, dim: int, grid: int, image_size: int, width: int = 64, heads: int = 4) -> None:
+    def __init__(self, dim: int, grid: int, image_size: int, width: int = 64) -> None:
         super().__init__()
         self.grid = grid
-        self.queries = nn.Parameter(torch.randn(grid * grid, dim) * dim**-0.5)
-        self.norm_kv = nn.LayerNorm(dim)
-        self.reads = nn.ModuleList(nn.MultiheadAttention(dim, heads, batch_first=True) for _ in range(2))
-        self.norms_q = nn.ModuleList(nn.LayerNorm(dim) for _ in range(2))
-        self.mlp = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
         layers: list[nn.Module] = [nn.Conv2d(dim, width, 3, padding=1)]
         size = grid
         while size < image_size:
@@ -97,25 +85,45 @@ class FeatureDecoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         b, _, d = tokens.shape
-        kv = self.norm_kv(tokens)
-        x = self.queries.expand(b, -1, -1)
-        for norm, read in zip(self.norms_q, self.reads, strict=True):
-            x = x + read(norm(x), kv, kv, need_weights=False)[0]
-        x = x + self.mlp(x)
-        out = self.net(x.transpose(1, 2).reshape(b, d, self.grid, self.grid))
+        x = tokens.transpose(1, 2).reshape(b, d, self.grid, self.grid)
+        out = self.net(x)
         return F.interpolate(out, size=self.image_size, mode="bilinear") if out.shape[-1] != self.image_size else out
 
 
+# Weight of the position loss next to the pixel MSE (which ends near 0.08); cross-entropy starts at ln(64) = 4.2.
+POSITION_WEIGHT = 0.1
+
+
 class ViTAutoencoder(nn.Module):
-    """The ViT as an encoder; the loss is the decoder's pixel error on the CLIP-normalised picture."""
+    """The ViT as an encoder: pixel error of a grid decoder, plus each token's own grid position, read back.
+
+    The de-tokenizer's resampler reads the features as a set (no positions on its inputs, facts §3.2), so where
+    a token belongs must be written into the token itself, as it is in the real ViT-G's features. A grid
+    decoder alone never asks for that (it takes token i as patch i), and a de-tokenizer trained on such
+    features draws the right characters in random places. So a linear head must also tell each token's index
+    from its content alone.
+    """
 
     def __init__(self, vit: VisualTokenizer) -> None:
         super().__init__()
         self.vit = vit
-        self.decoder = FeatureDecoder(vit.cfg.output_dim, vit.cfg.pool_grid, vit.cfg.image_size)
+        grid = vit.cfg.pool_grid
+        self.decoder = FeatureDecoder(vit.cfg.output_dim, grid, vit.cfg.image_size)
+        self.position_head = nn.Linear(vit.cfg.output_dim, grid * grid)
 
-    def forward(self, vit_images: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(self.decoder(self.vit(vit_images)), vit_images)
+    def forward(self, vit_images: torch.Tensor) -> dict[str, torch.Tensor]:
+        tokens = self.vit(vit_images)
+        pixel = F.mse_loss(self.decoder(tokens), vit_images)
+        logits = self.position_head(tokens)  # (B, T, T): token -> which of the T positions it came from
+        index = torch.arange(tokens.shape[1], device=tokens.device).expand(tokens.shape[0], -1)
+        position = F.cross_entropy(logits.flatten(0, 1).float(), index.flatten())
+        accuracy = (logits.argmax(-1) == index).float().mean()
+        return {
+            "loss": pixel + POSITION_WEIGHT * position,
+            "pixel_loss": pixel.detach(),
+            "position_loss": position.detach(),
+            "position_accuracy": accuracy,
+        }
 
 
 class VisionTask:
@@ -133,7 +141,7 @@ class VisionTask:
         self.module.to(device)
 
     def loss(self, model: nn.Module, batch: PixelBatch) -> dict[str, torch.Tensor]:
-        return {"loss": model(batch.vit_images)}
+        return model(batch.vit_images)
 
 
 class VAELoss(nn.Module):
