@@ -116,7 +116,6 @@ def test_export_halves_a_checkpoint_and_it_loads_into_float32(toy_checkpoint_dir
         assert b.dtype == a.dtype and torch.allclose(a, b, atol=2e-3, rtol=2e-3)
 
 
-
 def test_vision_stage_writes_each_tokens_position_into_the_token():
     # The de-tokenizer's resampler reads the ViT features with no positions: the vision stage must teach the ViT
     # to carry them in the tokens (a linear head reads each token's grid index from its content alone).
