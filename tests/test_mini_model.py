@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from seed_story.checkpoints.native import read_manifest
+from seed_story.cli.generate import MINI_GUIDANCE
 from seed_story.components import load_components
 from seed_story.eval.baselines import evaluate_conditions
 from seed_story.generation.pipeline import StoryPipeline
@@ -24,7 +25,9 @@ def test_mini_weights_are_small_and_load_strictly():
 
 
 def test_story_context_beats_no_context():
-    pipe = StoryPipeline(load_components(MINI), draw_settings=DrawSettings(num_inference_steps=15))
+    pipe = StoryPipeline(
+        load_components(MINI), draw_settings=DrawSettings(num_inference_steps=15, guidance_scale=MINI_GUIDANCE)
+    )
     results = evaluate_conditions(pipe, world_seed=1, stories=3, steps=8, conditions=("story", "no_context"))
     story, alone = (r.scores for r in results)
     # Captions name the scene only when it changes: only the story context carries it (style consistency is no

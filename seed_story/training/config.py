@@ -152,9 +152,9 @@ class TrainConfig(StrictModel):
 
     ``init`` is the checkpoint to start from (a native checkpoint or a released ``pretrained/`` folder);
     without it the ``preset`` is built at random. Stage 3 starts from stage 2's output (``init``) and may
-    take its starting de-tokenizer from a stage-1 output (``detokenizer_init``). A model trained from scratch
-    pre-trains its ViT and VAE in two independent runs; stages 1 and 2 start from the ViT's run (``init``)
-    and take the VAE, with its scaling factor, from the other (``vae_init``).
+    take its starting de-tokenizer, with its config, from a stage-1 output (``detokenizer_init``). A model
+    trained from scratch pre-trains its ViT and VAE in two independent runs; stages 1 and 2 start from the
+    ViT's run (``init``) and take the VAE, with its scaling factor, from the other (``vae_init``).
 
     Example::
 

@@ -7,6 +7,7 @@ from accelerate import PartialState
 from seed_story.checkpoints.native import load_part, read_manifest
 from seed_story.components import Components, build_random, load_components
 from seed_story.config import ModelConfig
+from seed_story.models.detokenizer import build_detokenizer
 from seed_story.tokenizer import load_tokenizer
 from seed_story.training.config import PictureData, StoryStreamData, TrainConfig
 from seed_story.training.pretrain import VAETask, VisionTask, picture_batches, set_vae_scaling_factor
@@ -32,11 +33,25 @@ def build_components(cfg: TrainConfig) -> Components:
         raise ValueError("tokenizer applies to a model built from the preset; init brings its own")
     else:
         parts = load_components(cfg.init)
-    if cfg.detokenizer_init is not None:
-        load_part(cfg.detokenizer_init, "detokenizer", parts.detokenizer)
     if cfg.vae_init is not None:
         load_vae(parts, cfg.vae_init)
+    if cfg.detokenizer_init is not None:  # after the VAE: it must have been trained over that one
+        load_detokenizer(parts, cfg.detokenizer_init)
     return parts
+
+
+def load_detokenizer(parts: Components, checkpoint: str) -> None:
+    """Replace ``parts``' de-tokenizer by ``checkpoint``'s, built from that checkpoint's own config.
+
+    Stage 1 may be trained with another de-tokenizer shape than the one stage 2's output carries (stage 2
+    never touches it); only the VAE must be the same one, since stage 1 learnt its latents.
+    """
+    det_cfg = read_manifest(checkpoint).model.detokenizer
+    if det_cfg.vae != parts.config.detokenizer.vae:
+        raise ValueError(f"the de-tokenizer in {checkpoint} was trained over another VAE than the model's")
+    parts.detokenizer = build_detokenizer(det_cfg)
+    load_part(checkpoint, "detokenizer", parts.detokenizer)
+    parts.config = parts.config.model_copy(update={"detokenizer": det_cfg})
 
 
 def load_vae(parts: Components, checkpoint: str) -> None:
