@@ -151,10 +151,7 @@ def seed_story_mini(vocab_size: int = 1024) -> ModelConfig:
 
     A ViT at 64 px with 8 px patches (64 feature tokens of 128 dims), a 4-layer Llama (256 wide) with LoRA,
     16 image tokens in the LLM (the real model's 64 at a quarter), a de-tokenizer resampler with the real
-    model's 64 queries, and a latent UNet over a 4x VAE (16x16x4 latents) with SDXL's three levels (16, 8, 4;
-    cross-attention in the two lower ones). The third level matters: convolutions are translation-equivariant,
-    and only at 4x4 does every position see the border, so the UNet knows where it is drawing and can follow
-    the features' layout. ``vocab_size`` is the BPE tokenizer's base vocabulary, trained on the world's text;
+    model's 64 queries (one per ViT token), a latent UNet over a 4x VAE (16x16x4 latents). ``vocab_size`` is the BPE tokenizer's base vocabulary, trained on the world's text;
     the image tokens are added on top, as for Llama.
     """
     vit_dim, llm_dim = 128, 256
@@ -201,12 +198,12 @@ def seed_story_mini(vocab_size: int = 1024) -> ModelConfig:
             ),
             unet=UNetConfig(
                 sample_size=16,
-                block_out_channels=(64, 128, 128),
-                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                block_out_channels=(64, 128),
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
                 layers_per_block=1,
-                transformer_layers_per_block=(1, 1, 1),
-                attention_head_dim=(4, 8, 8),
+                transformer_layers_per_block=(1, 1),
+                attention_head_dim=(4, 8),
                 cross_attention_dim=128,
                 addition_time_embed_dim=8,
                 projection_class_embeddings_input_dim=64 + 6 * 8,
