@@ -151,8 +151,9 @@ def seed_story_mini(vocab_size: int = 1024) -> ModelConfig:
 
     A ViT at 64 px with 8 px patches (64 feature tokens of 128 dims), a 4-layer Llama (256 wide) with LoRA,
     16 image tokens in the LLM (the real model's 64 at a quarter), a de-tokenizer resampler with the real
-    model's 64 queries (one per ViT token), a latent UNet over a 4x VAE (16x16x4 latents). ``vocab_size`` is the BPE tokenizer's base vocabulary, trained on the world's text;
-    the image tokens are added on top, as for Llama.
+    model's 64 queries (one per ViT token), a latent UNet over a 4x VAE (16x16x4 latents). ``vocab_size`` is
+    the BPE tokenizer's base vocabulary, trained on the world's text; the image tokens are added on top, as
+    for Llama.
     """
     vit_dim, llm_dim = 128, 256
     return ModelConfig(
