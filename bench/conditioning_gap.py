@@ -24,7 +24,8 @@ from seed_story.data.storyworld import StoryWorld
 from seed_story.data.storyworld_draw import render_frame
 from seed_story.models.detokenizer import build_noise_scheduler
 from seed_story.models.visual_tokenizer import image_transform_batch
-from seed_story.training.pretrain import _signed
+from seed_story.training.pretrain import signed_pixels
+from seed_story.training.sources import sd_time_ids
 from seed_story.training.tasks import encode_latents
 
 TIMESTEPS = (100, 400, 700, 900)
@@ -55,8 +56,8 @@ def main() -> None:
     gaps = {}
     with torch.no_grad():
         features = parts.visual_tokenizer(image_transform_batch(pictures, parts.config.vision.image_size))
-        latents = encode_latents(parts.vae, _signed(pictures, size))
-        time_ids = torch.tensor([[size, size, 0, 0, size, size]] * len(frames), dtype=torch.float32)
+        latents = encode_latents(parts.vae, signed_pixels(pictures, size))
+        time_ids = sd_time_ids(size, len(frames))
         noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(0))
         for t in TIMESTEPS:
             steps = torch.full((len(frames),), t)

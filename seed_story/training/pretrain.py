@@ -58,11 +58,11 @@ def picture_batches(data: PictureData, parts: Components, seed: int) -> Iterator
             order += epoch
         chosen, order = order[: data.batch_size], order[data.batch_size :]
         pictures = [Image.open(f).convert("RGB") for f in chosen]
-        yield PixelBatch(vit_images=image_transform_batch(pictures, vit_size), images=_signed(pictures, size))
+        yield PixelBatch(vit_images=image_transform_batch(pictures, vit_size), images=signed_pixels(pictures, size))
 
 
-def _signed(pictures: list[Image.Image], size: int) -> torch.Tensor:
-    # [-1, 1] pixels, bicubic-resized: what the VAE encodes in stages 1 and 3.
+def signed_pixels(pictures: list[Image.Image], size: int) -> torch.Tensor:
+    """(N, 3, size, size) pixels in [-1, 1], bicubic-resized: what the VAE encodes in stages 1 and 3."""
     arrays = [torch.frombuffer(bytearray(p.resize((size, size), Image.BICUBIC).tobytes()), dtype=torch.uint8)
               for p in pictures]  # fmt: skip
     return torch.stack(arrays).view(len(pictures), size, size, 3).permute(0, 3, 1, 2).float() / 127.5 - 1

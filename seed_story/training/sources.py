@@ -59,8 +59,8 @@ def scene_picture(scene: Scene, size: int) -> torch.Tensor:
     return picture
 
 
-def _time_ids(size: int, count: int) -> torch.Tensor:
-    # SDXL micro-conditioning: original size, crop top-left, target size (no crop, no resize).
+def sd_time_ids(size: int, count: int) -> torch.Tensor:
+    """(count, 6) SDXL micro-conditioning: original size, crop top-left, target size (no crop, no resize)."""
     return torch.tensor([[size, size, 0, 0, size, size]] * count, dtype=torch.float32)
 
 
@@ -90,13 +90,13 @@ def toy_batches(stage: str, data: ToyData, parts: Components, seed: int) -> Iter
         if stage == "stage1":
             scenes = [sample_story(rng, 1)[0] for _ in range(data.batch_size)]
             images, vit_images = _pictures(parts, scenes)
-            yield PictureBatch(images=images, vit_images=vit_images, time_ids=_time_ids(size, len(scenes)))
+            yield PictureBatch(images=images, vit_images=vit_images, time_ids=sd_time_ids(size, len(scenes)))
         elif stage == "stage2":
             yield _stories(parts, rng, data)[0]
         else:
             sequence, targets = _stories(parts, rng, data)
             images, _ = _pictures(parts, targets)
-            yield StoryPictureBatch(sequence=sequence, images=images, time_ids=_time_ids(size, len(targets)))
+            yield StoryPictureBatch(sequence=sequence, images=images, time_ids=sd_time_ids(size, len(targets)))
 
 
 def storystream_settings(stage: str, data: StoryStreamData, parts: Components) -> SequenceSettings:
