@@ -19,6 +19,7 @@ from seed_story.models.detokenizer import (
     build_scheduler,
     build_unet,
     build_vae,
+    sample_timesteps,
 )
 
 
@@ -230,6 +231,31 @@ def test_min_snr_weighting_scales_each_sample(tiny_detok_cfg: DetokenizerConfig)
     weighted = detok.denoising_loss(latents, feats, time_ids, scheduler, snr_gamma=5.0, **kw)
     expected = (5.0 / snr[0] * per[0] + per[1]) / 2
     torch.testing.assert_close(weighted, expected.float(), rtol=1e-4, atol=1e-6)
+
+
+def test_high_noise_weight_biases_the_timestep_draw() -> None:
+    uniform = sample_timesteps(1000, 64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(uniform, torch.randint(0, 1000, (64,), generator=torch.Generator().manual_seed(3)))
+    biased = sample_timesteps(1000, 20000, 3.0, generator=torch.Generator().manual_seed(0))
+    assert int(biased.min()) >= 0 and int(biased.max()) < 1000
+    assert abs(float((biased >= 500).float().mean()) - 0.75) < 0.02  # 3 : 1 for the noisier half
+    with pytest.raises(ValueError, match="high_noise_weight"):
+        sample_timesteps(1000, 4, 0.0)
+
+
+def test_denoising_loss_draws_timesteps_with_the_bias(
+    tiny_detok_cfg: DetokenizerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import seed_story.models.detokenizer as module
+
+    seen = []
+    real = module.sample_timesteps
+    monkeypatch.setattr(module, "sample_timesteps", lambda *a, **kw: seen.append(a) or real(*a, **kw))
+    detok = build_detokenizer(tiny_detok_cfg).eval()
+    time_ids = torch.tensor([[32, 32, 0, 0, 32, 32]] * 2)
+    detok.denoising_loss(torch.randn(2, 4, 16, 16), _features(tiny_detok_cfg, 2), time_ids,
+                         build_noise_scheduler(tiny_detok_cfg.scheduler), high_noise_weight=4.0)  # fmt: skip
+    assert seen == [(1000, 2, 4.0)]
 
 
 def test_noise_scheduler_shares_betas(tiny_detok_cfg: DetokenizerConfig) -> None:

@@ -90,6 +90,12 @@ def test_stage1_trains_resampler_and_to_k_to_v_by_default(tiny_config: Any) -> N
     assert any(n.startswith("detokenizer.resampler.") for n in names)
 
 
+def test_stage1_config_carries_the_timestep_bias(tiny_config: Any) -> None:
+    task = build_task(_cfg("stage1", Path("unused"), high_noise_weight=3.0), build_random(tiny_config))
+    assert task.module.high_noise_weight == 3.0
+    assert build_task(_cfg("stage1", Path("unused")), build_random(tiny_config)).module.high_noise_weight == 1.0
+
+
 def test_stage3_reads_stage2_and_loss_falls(stage2_run: Any, tmp_path: Path) -> None:
     result = train(_cfg("stage3", tmp_path, init=str(stage2_run.checkpoint), full_unet=True))
     _falls(result.losses)

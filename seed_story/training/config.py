@@ -184,6 +184,9 @@ class TrainConfig(StrictModel):
     keep_checkpoints: int = Field(2, gt=0, description="resumable checkpoints kept on disk (oldest deleted)")
     full_unet: bool = Field(False, description="stages 1/3: train the whole UNet, not only to_k/to_v")
     snr_gamma: float | None = Field(None, gt=0, description="stages 1/3: Min-SNR-γ loss weighting (None = plain)")
+    high_noise_weight: float = Field(
+        1.0, gt=0, description="stages 1/3: draw timesteps in the noisier half this many times as often (1 = uniform)"
+    )
     full_llm: bool = Field(False, description="stage 2: train the LLM's base weights too (a model from scratch)")
     kl_weight: float = Field(1e-3, ge=0, description="stage vae: weight of the latents' KL to N(0, 1)")
     resume: bool = Field(False, description="continue from the newest checkpoint in output_dir")

@@ -99,16 +99,22 @@ class DenoisingModel(nn.Module):
     """The de-tokenizer with its training objective as ``forward``, so data-parallel wrappers see it."""
 
     def __init__(
-        self, detokenizer: Detokenizer, noise_scheduler: DDPMScheduler, snr_gamma: float | None = None
+        self,
+        detokenizer: Detokenizer,
+        noise_scheduler: DDPMScheduler,
+        snr_gamma: float | None = None,
+        high_noise_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.detokenizer = detokenizer
         self.noise_scheduler = noise_scheduler
         self.snr_gamma = snr_gamma
+        self.high_noise_weight = high_noise_weight
 
     def forward(self, latents: torch.Tensor, features: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
         return self.detokenizer.denoising_loss(latents, features, time_ids, self.noise_scheduler,
-                                               snr_gamma=self.snr_gamma)  # fmt: skip
+                                               snr_gamma=self.snr_gamma,
+                                               high_noise_weight=self.high_noise_weight)  # fmt: skip
 
 
 @torch.no_grad()
@@ -140,13 +146,20 @@ class Stage1Task:
     stage = "stage1"
     export = ("detokenizer", "detokenizer.")
 
-    def __init__(self, parts: Components, *, full_unet: bool = False, snr_gamma: float | None = None) -> None:
+    def __init__(
+        self,
+        parts: Components,
+        *,
+        full_unet: bool = False,
+        snr_gamma: float | None = None,
+        high_noise_weight: float = 1.0,
+    ) -> None:
         self.parts = parts
         parts.detokenizer.set_trainable()
         if full_unet:
             parts.detokenizer.unet.requires_grad_(True)
         scheduler = build_noise_scheduler(parts.config.detokenizer.scheduler)
-        self.module = DenoisingModel(parts.detokenizer, scheduler, snr_gamma)
+        self.module = DenoisingModel(parts.detokenizer, scheduler, snr_gamma, high_noise_weight)
         for frozen in self._frozen():
             frozen.eval().requires_grad_(False)
 
@@ -178,9 +191,16 @@ class Stage3Task(Stage1Task):
 
     stage = "stage3"
 
-    def __init__(self, parts: Components, *, full_unet: bool = False, snr_gamma: float | None = None) -> None:
+    def __init__(
+        self,
+        parts: Components,
+        *,
+        full_unet: bool = False,
+        snr_gamma: float | None = None,
+        high_noise_weight: float = 1.0,
+    ) -> None:
         unmerge_lora(parts.mllm)  # a merged MLLM would be run with LoRA applied twice by peft's forward
-        super().__init__(parts, full_unet=full_unet, snr_gamma=snr_gamma)
+        super().__init__(parts, full_unet=full_unet, snr_gamma=snr_gamma, high_noise_weight=high_noise_weight)
 
     def _frozen(self) -> list[nn.Module]:
         return [self.parts.vae, self.parts.mllm, self.parts.visual_tokenizer]
