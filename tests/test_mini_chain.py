@@ -20,6 +20,13 @@ from seed_story.training import TrainConfig, load_train_config, train
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
 
 
+def test_mini_stage1_late_only_resumes_with_more_steps_and_noisier_timesteps():
+    first, late = (load_train_config(CONFIGS / f"mini_{name}.yaml") for name in ("stage1", "stage1_late"))
+    changed = {"max_steps", "high_noise_weight"}
+    assert first.model_dump(exclude=changed) == late.model_dump(exclude=changed)
+    assert late.max_steps > first.max_steps and late.high_noise_weight > first.high_noise_weight == 1.0
+
+
 def test_mini_recipe_runs_end_to_end(tmp_path):
     world, runs = tmp_path / "world", tmp_path / "runs"
     write_storyworld(world, 12, seed=5, workers=1)
@@ -32,7 +39,7 @@ def test_mini_recipe_runs_end_to_end(tmp_path):
     tok.save_pretrained(str(world / "tokenizer"))
     assert len(tok) == 1042 and cfg.preset == "seed-story-mini"
 
-    def run(stage: str, **paths: str) -> Path:
+    def run(stage: str, out: str | None = None, steps: int = 2, **paths: str) -> Path:
         cfg = load_train_config(CONFIGS / f"mini_{stage}.yaml")
         data = cfg.data.model_dump()
         if data["kind"] == "pictures":
@@ -40,14 +47,16 @@ def test_mini_recipe_runs_end_to_end(tmp_path):
         else:
             data["shards"] = str(world / "shards")
         data["batch_size"] = 4
-        values = dict(output_dir=str(runs / stage), max_steps=2, save_every=2, warmup_steps=1, data=data, **paths)
+        values = dict(output_dir=str(runs / (out or stage)), max_steps=steps, save_every=2, warmup_steps=1, data=data,
+                      resume=True, **paths)  # fmt: skip
         result = train(TrainConfig.model_validate({**cfg.model_dump(), **values}))
-        assert result.steps == 2 and all(loss == loss for loss in result.losses)  # finite
+        assert result.steps == steps and all(loss == loss for loss in result.losses)  # finite
         return result.checkpoint
 
     vision = run("vision", tokenizer=str(world / "tokenizer"))
     vae = run("vae", tokenizer=str(world / "tokenizer"))
-    stage1 = run("stage1", init=str(vision), vae_init=str(vae))
+    run("stage1", init=str(vision), vae_init=str(vae))
+    stage1 = run("stage1_late", out="stage1", steps=4, init=str(vision), vae_init=str(vae))  # resumes at step 2
     stage2 = run("stage2", init=str(vision), vae_init=str(vae))
     final = run("stage3", init=str(stage2), detokenizer_init=str(stage1))
 
