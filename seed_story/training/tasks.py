@@ -155,6 +155,7 @@ class Stage1Task:
         high_noise_weight: float = 1.0,
     ) -> None:
         self.parts = parts
+        self._prepare()
         parts.detokenizer.set_trainable()
         if full_unet:
             parts.detokenizer.unet.requires_grad_(True)
@@ -162,6 +163,9 @@ class Stage1Task:
         self.module = DenoisingModel(parts.detokenizer, scheduler, snr_gamma, high_noise_weight)
         for frozen in self._frozen():
             frozen.eval().requires_grad_(False)
+
+    def _prepare(self) -> None:
+        """Adjust ``self.parts`` before anything is frozen or made trainable (nothing to do in stage 1)."""
 
     def _frozen(self) -> list[nn.Module]:
         return [self.parts.visual_tokenizer, self.parts.vae]
@@ -191,16 +195,8 @@ class Stage3Task(Stage1Task):
 
     stage = "stage3"
 
-    def __init__(
-        self,
-        parts: Components,
-        *,
-        full_unet: bool = False,
-        snr_gamma: float | None = None,
-        high_noise_weight: float = 1.0,
-    ) -> None:
-        unmerge_lora(parts.mllm)  # a merged MLLM would be run with LoRA applied twice by peft's forward
-        super().__init__(parts, full_unet=full_unet, snr_gamma=snr_gamma, high_noise_weight=high_noise_weight)
+    def _prepare(self) -> None:
+        unmerge_lora(self.parts.mllm)  # a merged MLLM would be run with LoRA applied twice by peft's forward
 
     def _frozen(self) -> list[nn.Module]:
         return [self.parts.vae, self.parts.mllm, self.parts.visual_tokenizer]
