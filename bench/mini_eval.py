@@ -3,7 +3,10 @@
 Writes bench/results/mini_eval.json and a bar chart mini_eval.png.
 
 .venv/bin/python bench/mini_eval.py --model models/seed-story-mini [--stories 8] [--steps 24] [--draw-steps 25]
-    [--guidance 2.0]
+    [--guidance 2.0] [--conditions upper_bound story] [--detokenizer runs/mini/stage1/final --out other.json]
+
+`--detokenizer` swaps in another checkpoint's de-tokenizer (built from its own config), e.g. a stage-1 output
+for the stage-1 target: `--detokenizer runs/mini/stage1/final --conditions upper_bound`.
 """
 
 from __future__ import annotations
@@ -20,9 +23,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from seed_story.components import load_components
 from seed_story.eval.baselines import CONDITIONS, evaluate_conditions
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.generation.settings import DrawSettings
+from seed_story.training.run import load_detokenizer
 
 SHOWN = ("character_consistency", "style_consistency", "scene_accuracy", "cast_accuracy", "text_image_agreement")
 
@@ -40,14 +45,22 @@ def main() -> None:
     parser.add_argument("--draw-steps", type=int, default=25)
     parser.add_argument("--guidance", type=float, default=2.0, help="the mini de-tokenizer saturates at 7.5")
     parser.add_argument("--world-seed", type=int, default=1, help="a seed the model was not trained on")
+    parser.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS))
+    parser.add_argument("--detokenizer", type=Path, help="draw with this checkpoint's de-tokenizer instead")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "mini_eval.json")
     args = parser.parse_args()
     torch.manual_seed(0)
     draw = DrawSettings(num_inference_steps=args.draw_steps, guidance_scale=args.guidance)
-    pipe = StoryPipeline.from_pretrained(args.model, draw_settings=draw)
-    results = evaluate_conditions(pipe, world_seed=args.world_seed, stories=args.stories, steps=args.steps)
+    parts = load_components(args.model)
+    if args.detokenizer is not None:
+        load_detokenizer(parts, str(args.detokenizer))
+    pipe = StoryPipeline(parts, draw_settings=draw)
+    results = evaluate_conditions(
+        pipe, world_seed=args.world_seed, stories=args.stories, steps=args.steps, conditions=args.conditions
+    )
     report = {
-        "model": str(args.model), "stories": args.stories, "steps": args.steps, "draw_steps": args.draw_steps,
+        "model": str(args.model), "detokenizer": str(args.detokenizer or args.model),
+        "stories": args.stories, "steps": args.steps, "draw_steps": args.draw_steps,
         "guidance": args.guidance,
         "world_seed": args.world_seed, "machine": platform.processor() or platform.machine(),
         "threads": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS"),
@@ -57,14 +70,14 @@ def main() -> None:
     args.out.write_text(json.dumps(report, indent=2) + "\n")
 
     fig, ax = plt.subplots(figsize=(10, 4))
-    width = 0.8 / len(CONDITIONS)
+    width = 0.8 / len(args.conditions)
     for i, r in enumerate(report["results"]):
         values = [_value(r["scores"], m) or 0.0 for m in SHOWN]
         ax.bar([x + i * width for x in range(len(SHOWN))], values, width, label=r["condition"])
     ax.set_xticks([x + 0.4 - width / 2 for x in range(len(SHOWN))], [m.replace("_", "\n") for m in SHOWN])
     ax.set_ylim(0, 1.05)
     ax.set_title(f"{args.model.name}: {args.stories} held-out stories x {args.steps} steps")
-    ax.legend(fontsize=8, ncol=len(CONDITIONS))
+    ax.legend(fontsize=8, ncol=len(args.conditions))
     fig.tight_layout()
     fig.savefig(args.out.with_suffix(".png"), dpi=120)
     for r in report["results"]:
