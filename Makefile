@@ -48,9 +48,11 @@ $(MINI)/vae/final/seed_story.json: $(WORLD)/shards/ingest-report.json $(WORLD)/t
 $(MINI)/stage1/final/seed_story.json: $(MINI)/vision/final/seed_story.json $(MINI)/vae/final/seed_story.json
 	$(TRAIN_SIDE) stage1 --config configs/train/mini_stage1.yaml --resume
 	$(TRAIN_SIDE) stage1 --config configs/train/mini_stage1_late.yaml --resume
+	$(TRAIN_SIDE) stage1 --config configs/train/mini_stage1_longer.yaml --resume
 
 $(MINI)/stage2/final/seed_story.json: $(MINI)/vision/final/seed_story.json $(MINI)/vae/final/seed_story.json
 	$(TRAIN_SIDE) stage2 --config configs/train/mini_stage2.yaml --resume
+	$(TRAIN_SIDE) stage2 --config configs/train/mini_stage2_late.yaml --resume
 
 $(MINI)/stage3/final/seed_story.json: $(MINI)/stage1/final/seed_story.json $(MINI)/stage2/final/seed_story.json
 	$(TRAIN) stage3 --config configs/train/mini_stage3.yaml --resume

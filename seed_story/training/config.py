@@ -188,6 +188,9 @@ class TrainConfig(StrictModel):
         1.0, gt=0, description="stages 1/3: draw timesteps in the noisier half this many times as often (1 = uniform)"
     )
     full_llm: bool = Field(False, description="stage 2: train the LLM's base weights too (a model from scratch)")
+    rec_loss_scale: float | None = Field(
+        None, gt=0, description="stage 2: weight of the cosine regression loss (None keeps the model's, 1.0)"
+    )
     kl_weight: float = Field(1e-3, ge=0, description="stage vae: weight of the latents' KL to N(0, 1)")
     resume: bool = Field(False, description="continue from the newest checkpoint in output_dir")
     data: DataSource = Field(default_factory=ToyData)

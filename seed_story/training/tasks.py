@@ -76,9 +76,13 @@ class Stage2Task:
     stage = "stage2"
     export = ("mllm", "")
 
-    def __init__(self, parts: Components, *, full_llm: bool = False) -> None:
+    def __init__(self, parts: Components, *, full_llm: bool = False, rec_loss_scale: float | None = None) -> None:
         self.parts = parts
         self.module = parts.mllm
+        if rec_loss_scale is not None:
+            # Kept in the exported config too, so a checkpoint says what it was trained with.
+            parts.mllm.cfg = parts.mllm.cfg.model_copy(update={"rec_loss_scale": rec_loss_scale})
+            parts.config = parts.config.model_copy(update={"mllm": parts.mllm.cfg})
         set_mllm_trainable(parts.mllm, full_llm=full_llm)
         parts.visual_tokenizer.eval().requires_grad_(False)
 
