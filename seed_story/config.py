@@ -128,6 +128,9 @@ class MLLMConfig(StrictModel):
     output_resampler: ResamplerConfig
     lm_loss_scale: float = 1.0
     rec_loss_scale: float = 1.0
+    rec_loss: Literal["cosine", "centered_cosine"] = Field(
+        "cosine", description="image regression loss: the reference's cosine, or cosine about the batch's mean picture"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MLLMConfig:

@@ -7,7 +7,7 @@ import torch
 
 from seed_story.checkpoints.remap import current_to_peft04
 from seed_story.interleave import image_slot_mask
-from seed_story.models.mllm import SeedStoryMLLM
+from seed_story.models.mllm import SeedStoryMLLM, centered_cosine_regression_loss, cosine_regression_loss
 from seed_story.tokenizer import ImageTokenIds, build_byte_tokenizer
 from seed_story.toy import story_batch
 
@@ -74,6 +74,28 @@ def test_losses_match_independent_computation(setup):
     cos = torch.nn.functional.cosine_similarity(recon, targets, dim=-1)
     torch.testing.assert_close(out.rec_loss, (1 - cos).mean())
     torch.testing.assert_close(out.loss, out.lm_loss + out.rec_loss)
+
+
+def test_centered_cosine_is_about_the_batch_mean_picture(setup):
+    cfg, _, _, _, batch = setup
+    model = SeedStoryMLLM(cfg.mllm.model_copy(update={"rec_loss": "centered_cosine"}))
+    out = model(**batch.as_kwargs(), return_recon_image_embeds=True)
+    unit = torch.nn.functional.normalize
+    centre = unit(batch.image_embeds, dim=-1).mean(0)
+    targets = batch.image_embeds[batch.embeds_gen_mask]
+    p, t = unit(out.recon_image_embeds, dim=-1) - centre, unit(targets, dim=-1) - centre
+    torch.testing.assert_close(out.rec_loss, (1 - torch.nn.functional.cosine_similarity(p, t, dim=-1)).mean())
+
+
+def test_centered_cosine_weighs_what_differs_from_the_mean():
+    torch.manual_seed(0)
+    shared = torch.randn(1, 8, 32) * 5
+    target = shared + torch.randn(4, 8, 32)
+    centre = torch.nn.functional.normalize(target, dim=-1).mean(0)
+    assert centered_cosine_regression_loss(target, target, centre) < 1e-6  # the minimum is still p = t
+    wrong = shared + torch.randn(4, 8, 32)  # right background, wrong details
+    plain, centered = cosine_regression_loss(wrong, target), centered_cosine_regression_loss(wrong, target, centre)
+    assert plain < 0.05 and centered > 0.5
 
 
 def test_labels_supervise_only_the_response(setup):

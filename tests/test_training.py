@@ -96,7 +96,7 @@ def test_stage1_config_carries_the_timestep_bias(tiny_config: Any) -> None:
     assert build_task(_cfg("stage1", Path("unused")), build_random(tiny_config)).module.high_noise_weight == 1.0
 
 
-def test_stage2_rec_loss_scale_weights_the_regression(tiny_config: Any) -> None:
+def test_stage2_config_sets_the_regression_loss(tiny_config: Any) -> None:
     cfg = _cfg("stage2", Path("unused"), rec_loss_scale=5.0)
     task = build_task(cfg, build_random(tiny_config))
     assert task.parts.config.mllm.rec_loss_scale == 5.0  # what an exported checkpoint records
@@ -105,7 +105,9 @@ def test_stage2_rec_loss_scale_weights_the_regression(tiny_config: Any) -> None:
     assert out["rec_loss"] > 0
     torch.testing.assert_close(out["loss"], out["lm_loss"] + 5.0 * out["rec_loss"])
     default = build_task(_cfg("stage2", Path("unused")), build_random(tiny_config))
-    assert default.module.cfg.rec_loss_scale == 1.0
+    assert default.module.cfg.rec_loss_scale == 1.0 and default.module.cfg.rec_loss == "cosine"
+    centered = build_task(_cfg("stage2", Path("unused"), rec_loss="centered_cosine"), build_random(tiny_config))
+    assert centered.parts.config.mllm.rec_loss == "centered_cosine" and centered.module.cfg.rec_loss_scale == 1.0
 
 
 def test_stage3_reads_stage2_and_loss_falls(stage2_run: Any, tmp_path: Path) -> None:

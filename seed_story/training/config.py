@@ -191,6 +191,9 @@ class TrainConfig(StrictModel):
     rec_loss_scale: float | None = Field(
         None, gt=0, description="stage 2: weight of the cosine regression loss (None keeps the model's, 1.0)"
     )
+    rec_loss: Literal["cosine", "centered_cosine"] | None = Field(
+        None, description="stage 2: the image regression loss (None keeps the model's, the reference's cosine)"
+    )
     kl_weight: float = Field(1e-3, ge=0, description="stage vae: weight of the latents' KL to N(0, 1)")
     resume: bool = Field(False, description="continue from the newest checkpoint in output_dir")
     data: DataSource = Field(default_factory=ToyData)

@@ -76,12 +76,20 @@ class Stage2Task:
     stage = "stage2"
     export = ("mllm", "")
 
-    def __init__(self, parts: Components, *, full_llm: bool = False, rec_loss_scale: float | None = None) -> None:
+    def __init__(
+        self,
+        parts: Components,
+        *,
+        full_llm: bool = False,
+        rec_loss_scale: float | None = None,
+        rec_loss: str | None = None,
+    ) -> None:
         self.parts = parts
         self.module = parts.mllm
-        if rec_loss_scale is not None:
+        update = {k: v for k, v in (("rec_loss_scale", rec_loss_scale), ("rec_loss", rec_loss)) if v is not None}
+        if update:
             # Kept in the exported config too, so a checkpoint says what it was trained with.
-            parts.mllm.cfg = parts.mllm.cfg.model_copy(update={"rec_loss_scale": rec_loss_scale})
+            parts.mllm.cfg = parts.mllm.cfg.model_copy(update=update)
             parts.config = parts.config.model_copy(update={"mllm": parts.mllm.cfg})
         set_mllm_trainable(parts.mllm, full_llm=full_llm)
         parts.visual_tokenizer.eval().requires_grad_(False)
