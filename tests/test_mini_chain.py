@@ -27,7 +27,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
     [
         ("stage1", "stage1_late", {"max_steps", "high_noise_weight"}),
         ("stage1_late", "stage1_longer", {"max_steps"}),
-        ("stage2", "stage2_late", {"max_steps", "rec_loss_scale"}),
+        ("stage2", "stage2_late", {"max_steps", "rec_loss"}),
     ],
 )
 def test_mini_later_phases_only_resume_with_the_named_changes(before: str, after: str, changed: set[str]) -> None:
@@ -75,7 +75,7 @@ def test_mini_recipe_runs_end_to_end(tmp_path):
     parts = load_components(final)
     scale = parts.config.detokenizer.vae.scaling_factor
     assert scale != 1.0 and parts.vae.config.scaling_factor == scale  # set by the VAE stage, kept downstream
-    assert parts.config.mllm.rec_loss_scale == 5.0  # stage 2's late phase, recorded in every later checkpoint
+    assert parts.config.mllm.rec_loss == "centered_cosine"  # stage 2's late phase, recorded in every later checkpoint
     pipe = StoryPipeline(parts, WriterSettings(sampling=SamplingSettings(max_new_tokens=40)),
                          DrawSettings(num_inference_steps=2))  # fmt: skip
     text, picture = StoryWorld(seed=9).opening(0)
