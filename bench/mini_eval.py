@@ -3,7 +3,7 @@
 Writes bench/results/mini_eval.json and a bar chart mini_eval.png.
 
 .venv/bin/python bench/mini_eval.py --model models/seed-story-mini [--stories 8] [--steps 24] [--draw-steps 25]
-    [--guidance 2.0] [--conditions upper_bound story] [--detokenizer runs/mini/stage1/final --out other.json]
+    [--guidance 1.0] [--conditions upper_bound story] [--detokenizer runs/mini/stage1/final --out other.json]
 
 `--detokenizer` swaps in another checkpoint's de-tokenizer (built from its own config), e.g. a stage-1 output
 for the stage-1 target: `--detokenizer runs/mini/stage1/final --conditions upper_bound`.
@@ -23,6 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
+from seed_story.cli.generate import MINI_GUIDANCE
 from seed_story.components import load_components
 from seed_story.eval.baselines import CONDITIONS, evaluate_conditions
 from seed_story.generation.pipeline import StoryPipeline
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("--stories", type=int, default=8)
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--draw-steps", type=int, default=25)
-    parser.add_argument("--guidance", type=float, default=2.0, help="the mini de-tokenizer saturates at 7.5")
+    parser.add_argument("--guidance", type=float, default=MINI_GUIDANCE, help="the mini de-tokenizer saturates")
     parser.add_argument("--world-seed", type=int, default=1, help="a seed the model was not trained on")
     parser.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=list(CONDITIONS))
     parser.add_argument("--detokenizer", type=Path, help="draw with this checkpoint's de-tokenizer instead")

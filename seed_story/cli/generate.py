@@ -129,7 +129,7 @@ MINI_MODEL = Path(__file__).resolve().parents[2] / "models" / "seed-story-mini"
 
 
 # The mini de-tokenizer is small and saturates under the reference's strong guidance (README, SEED-Story-Mini).
-MINI_GUIDANCE = 2.0
+MINI_GUIDANCE = 1.0
 
 
 def _is_mini(model: Path) -> bool:
