@@ -128,7 +128,8 @@ def generate(
 MINI_MODEL = Path(__file__).resolve().parents[2] / "models" / "seed-story-mini"
 
 
-# The mini de-tokenizer is small and saturates under the reference's strong guidance (README, SEED-Story-Mini).
+# The mini de-tokenizer draws best without classifier-free guidance (1 skips the unconditional pass); the
+# reference's 7.5 saturates it (README, SEED-Story-Mini, lesson 5).
 MINI_GUIDANCE = 1.0
 
 
