@@ -35,6 +35,7 @@ from seed_story.data.sequence import SequenceSettings, build_sequence, collate
 from seed_story.data.storyworld import StoryWorld
 from seed_story.data.storyworld_draw import render_frame
 from seed_story.data.storyworld_spec import SLOTS, WORLD
+from seed_story.eval.baselines import reconstruction_accuracy
 from seed_story.eval.detect import detect_frame
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.generation.settings import DrawSettings
@@ -43,11 +44,13 @@ from seed_story.training.run import load_detokenizer
 
 
 def judged(truth: list[Image.Image], drawn: list[Image.Image]) -> dict[str, float]:
-    pairs = [(detect_frame(t), detect_frame(d)) for t, d in zip(truth, drawn, strict=True)]
+    """Fractions of drawn frames with the true scene, the true character in every slot, and both."""
+    true_found, drawn_found = [detect_frame(t) for t in truth], [detect_frame(d) for d in drawn]
+    pairs = list(zip(true_found, drawn_found, strict=True))
     return {
         "scene": sum(t.scene == d.scene for t, d in pairs) / len(pairs),
         "slots": sum(t.slots == d.slots for t, d in pairs) / len(pairs),
-        "reconstruction": sum(t.scene == d.scene and t.slots == d.slots for t, d in pairs) / len(pairs),
+        "reconstruction": reconstruction_accuracy(true_found, drawn_found),
     }
 
 

@@ -119,6 +119,9 @@ class LoraSettings(StrictModel):
         return self.alpha / self.r
 
 
+RecLoss = Literal["cosine", "centered_cosine"]
+
+
 class MLLMConfig(StrictModel):
     """Llama + LoRA with input/output resamplers (facts §2)."""
 
@@ -128,7 +131,7 @@ class MLLMConfig(StrictModel):
     output_resampler: ResamplerConfig
     lm_loss_scale: float = 1.0
     rec_loss_scale: float = 1.0
-    rec_loss: Literal["cosine", "centered_cosine"] = Field(
+    rec_loss: RecLoss = Field(
         "cosine", description="image regression loss: the reference's cosine, or cosine about the batch's mean picture"
     )
 

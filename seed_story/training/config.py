@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Discriminator, Field, Tag, model_validator
 
-from seed_story.config import StrictModel
+from seed_story.config import RecLoss, StrictModel
 
 Stage = Literal["vision", "vae", "stage1", "stage2", "stage3"]
 # ``vision`` and ``vae`` pre-train the two networks the released model took ready-made (a model trained from
@@ -191,7 +191,7 @@ class TrainConfig(StrictModel):
     rec_loss_scale: float | None = Field(
         None, gt=0, description="stage 2: weight of the cosine regression loss (None keeps the model's, 1.0)"
     )
-    rec_loss: Literal["cosine", "centered_cosine"] | None = Field(
+    rec_loss: RecLoss | None = Field(
         None, description="stage 2: the image regression loss (None keeps the model's, the reference's cosine)"
     )
     kl_weight: float = Field(1e-3, ge=0, description="stage vae: weight of the latents' KL to N(0, 1)")

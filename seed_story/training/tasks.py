@@ -16,6 +16,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from seed_story.components import Components
+from seed_story.config import RecLoss
 from seed_story.data.batch import Batch
 from seed_story.data.sequence import TrainBatch
 from seed_story.models.detokenizer import Detokenizer, build_noise_scheduler
@@ -82,7 +83,7 @@ class Stage2Task:
         *,
         full_llm: bool = False,
         rec_loss_scale: float | None = None,
-        rec_loss: str | None = None,
+        rec_loss: RecLoss | None = None,
     ) -> None:
         self.parts = parts
         self.module = parts.mllm
