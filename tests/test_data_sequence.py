@@ -12,6 +12,7 @@ from PIL import Image
 from seed_story.data.sequence import (
     IGNORE_INDEX,
     SequenceSettings,
+    build_caption_sample,
     build_sequence,
     collate,
     sample_length,
@@ -114,3 +115,32 @@ def test_drops_at_max_length(tok, image_ids):
     assert build_sequence(tok, image_ids, captions, pictures(3), None, at, length=3) is None
     above = at.model_copy(update={"max_length": 75})
     assert len(build_sequence(tok, image_ids, captions, pictures(3), None, above, length=3).input_ids) == 74
+
+
+def test_caption_sample_generates_or_describes(tok, image_ids):
+    img = "<img>" + "".join(f"<img_{i:05d}>" for i in range(N_TOKENS)) + "</img>"
+    made = build_caption_sample(tok, image_ids, "Ab", pictures(1)[0], True, SETTINGS)
+    assert made.text == f"Ab{img}" and len(made.input_ids) == 1 + 2 + 18 + 1
+    assert tok.decode(made.input_ids[made.labels != IGNORE_INDEX]) == "<img></s>"
+    assert torch.nonzero(made.ids_gen_mask).flatten().tolist() == list(range(4, 20)) and not made.ids_cmp_mask.any()
+    assert made.embeds_gen_mask.tolist() == [True] and made.embeds_cmp_mask.tolist() == [False]
+    told = build_caption_sample(tok, image_ids, "Ab", pictures(1)[0], False, SETTINGS)
+    assert told.text == f"{img}Ab"
+    assert tok.decode(told.input_ids[told.labels != IGNORE_INDEX]) == "Ab</s>"
+    assert torch.nonzero(told.ids_cmp_mask).flatten().tolist() == list(range(2, 18)) and not told.ids_gen_mask.any()
+    assert told.embeds_gen_mask.tolist() == [False] and told.embeds_cmp_mask.tolist() == [True]
+    assert told.images.shape == (1, 3, 28, 28)
+    # Stages 1 and 3 need a target picture: with SD pixels asked for, a pair always generates.
+    with_sd = build_caption_sample(
+        tok, image_ids, "Ab", pictures(1)[0], False, SETTINGS.model_copy(update={"sd_size": 16})
+    )
+    assert with_sd.embeds_gen_mask.tolist() == [True] and with_sd.sd_image.shape == (3, 16, 16)
+    # Mixed with a story in one batch, the picture masks line up with the pictures.
+    batch = collate([told, build_sequence(tok, image_ids, ["Ab", "Cd"], pictures(2), None, SETTINGS, length=2)], 0)
+    assert batch.embeds_cmp_mask.tolist() == [True, True, False] and batch.embeds_gen_mask.tolist() == [
+        False,
+        False,
+        True,
+    ]
+    too_long = SETTINGS.model_copy(update={"max_length": 21})
+    assert build_caption_sample(tok, image_ids, "Ab", pictures(1)[0], True, too_long) is None

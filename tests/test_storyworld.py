@@ -53,6 +53,30 @@ def test_written_layout_ingests_as_storystream(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "world.json").read_text())["characters"][0]["name"] == WORLD.names[0]
 
 
+def test_caption_corpus_describes_every_frame(tmp_path: Path) -> None:
+    write_storyworld(tmp_path, 2, seed=4, workers=1)
+    pairs = [json.loads(line) for line in (tmp_path / "captions.jsonl").read_text().splitlines()]
+    lines = (tmp_path / "annotations.jsonl").read_text().splitlines()
+    annotations = [FrameAnnotation.model_validate_json(line) for line in lines]
+    assert len(pairs) == len(annotations) == 2 * FRAMES_PER_STORY
+    for pair, annotation in zip(pairs, annotations, strict=True):
+        [caption], truth = pair["captions"], annotation.truth
+        assert pair["images"] == [annotation.image] and pair["id"] == f"{annotation.story_id}-{annotation.frame:02d}"
+        said = parse_caption(caption)
+        assert set(said.names) == {p.name for p in truth.characters} and not said.unknown_names, caption
+        assert said.scene == truth.scene, caption
+        for p in truth.characters:  # each name sits next to its own place
+            where = text.WHERE[p.slot]
+            desc = WORLD.character(p.name).description
+            placed = (f"{p.name} is {where}", f"{where} is {p.name}", f"{p.name} the {desc} stands {where}")
+            assert any(phrase in caption.lower() for phrase in map(str.lower, placed)), caption
+    # The corpus ingests as one-picture chunks: image-caption pairs for caption pre-training.
+    report = IngestReport()
+    chunks = list(read_storystream([tmp_path / "captions.jsonl"], tmp_path / "images", report, chunk_length=1))
+    assert len(chunks) == 2 * FRAMES_PER_STORY and not report.problems
+    assert chunks[1].captions == pairs[1]["captions"] and len(chunks[1].images) == 1
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_captions_follow_the_ground_truth(seed: int) -> None:
     for story in map(StoryWorld(seed).story, range(40)):

@@ -52,8 +52,14 @@ def shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "shards"
 
 
-def _data(shards: Path, **values: Any) -> dict[str, Any]:
-    base = dict(kind="storystream", shards=str(shards), batch_size=2, max_length=4096, pad_to_max_length=False)
+def _data(shards: Path | list[str], **values: Any) -> dict[str, Any]:
+    base = dict(
+        kind="storystream",
+        shards=shards if isinstance(shards, list) else str(shards),
+        batch_size=2,
+        max_length=4096,
+        pad_to_max_length=False,
+    )
     return {**base, **values}
 
 
@@ -87,12 +93,51 @@ def test_stage2_trains_from_a_storystream_config(stage2_cli_run: Path) -> None:
     assert parts.mllm is not None
 
 
-def test_storystream_resume_is_bit_identical(shards: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def caption_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Image-caption pairs: 8 one-picture lines ingested with chunk length 1, in row groups of 2."""
+    root = tmp_path_factory.mktemp("captions")
+    jsonl, image_dir = write_storystream(root, [(144, 128)])
+    pairs = [
+        json.dumps({"id": f"p{i}", "images": [f"000/{i}.png"], "captions": [f"A fox at place {i}."]}) for i in range(8)
+    ]
+    jsonl.write_text("\n".join(pairs) + "\n")
+    report = ingest_storystream([jsonl], image_dir, root / "shards", chunk_length=1, row_group_size=2)
+    assert report.chunks_written == 8 and not report.problems
+    return root / "shards"
+
+
+def test_a_mix_of_stories_and_caption_pairs(shards: Path, caption_shards: Path) -> None:
+    mix = [str(shards), str(caption_shards / "shard-00000.parquet")]
+    cfg = _cfg("stage2", Path("unused"), shards, data=_data(mix, batch_size=14, epochs=1))
+    task = build_task(cfg)
+    dataset, loader = storystream_batches(cfg.stage, cfg.data, task.parts, cfg.seed)
+    assert dataset.store.names() == ["0/shard-00000.parquet", "1/shard-00000.parquet"]
+    [batch] = list(loader)  # one epoch: 6 story chunks and 8 pairs
+    pairs = [t for t in batch.texts if t.startswith(("A fox", "<img>"))]
+    assert len(batch.texts) == 14 and len(pairs) == 8
+    # Both tasks of caption pre-training, and every picture's mask says context or target.
+    assert {t.startswith("<img>") for t in pairs} == {True, False}
+    generated = sum(not t.startswith("<img>") for t in pairs)  # a described pair's picture is context only
+    assert torch.equal(batch.embeds_cmp_mask, ~batch.embeds_gen_mask)
+    assert int(batch.embeds_gen_mask.sum()) == 6 + generated
+    loss = task.loss(task.module, batch)
+    assert math.isfinite(float(loss["loss"])) and float(loss["rec_loss"]) > 0
+    with pytest.raises(FileNotFoundError, match="no shard folder or file"):
+        settings = SequenceSettings(num_image_tokens=task.parts.config.mllm.num_image_tokens)
+        StoryStreamDataset([str(shards), str(shards / "missing")], task.parts.tokenizer, settings)
+
+
+@pytest.mark.parametrize("mix", [False, True], ids=["stories", "stories+captions"])
+def test_storystream_resume_is_bit_identical(shards: Path, caption_shards: Path, tmp_path: Path, mix: bool) -> None:
     class Interrupted(Exception):
         pass
 
+    source = [str(shards), str(caption_shards)] if mix else shards
+
     def run(out: Path, interrupt_after: int | None = None, **values: Any) -> Any:
-        cfg = _cfg("stage2", out, shards, max_steps=4, save_every=2, data=_data(shards, num_workers=2), **values)
+        data = _data(source, num_workers=2)
+        cfg = _cfg("stage2", out, shards, max_steps=4, save_every=2, data=data, **values)
         task = build_task(cfg)
         dataset, loader = storystream_batches(cfg.stage, cfg.data, task.parts, cfg.seed)
 

@@ -17,7 +17,9 @@ def ingest_storystream(
     jsonl_glob: str = typer.Argument(..., help="jsonl file(s), a glob such as 'george/**/*.jsonl' (quote it)."),
     image_dir: Path = typer.Argument(..., help="The release's image folder.", exists=True, file_okay=False),
     out_dir: Path = typer.Argument(..., help="Folder for the Parquet shards."),
-    chunk_length: int = typer.Option(10, "--chunk-length", min=2, help="Pictures per chunk (reference: 10)."),
+    chunk_length: int = typer.Option(
+        10, "--chunk-length", min=1, help="Pictures per chunk (reference: 10; 1: image-caption pairs)."
+    ),
     shard_size: int = typer.Option(1000, "--shard-size", min=1, help="Chunks per shard."),
     row_group_size: int = typer.Option(32, "--row-group-size", min=1, help="Chunks per row group."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),

@@ -11,6 +11,9 @@ later restores it with ``load_state_dict`` before building the ``DataLoader``; t
 and batch size then produces exactly the batches that had not been consumed, in the same order. Every random
 choice (k, row order) is a function of the seed and the position, never of the history.
 
+A one-picture chunk (an image-caption pair) becomes a caption pre-training sample, caption -> picture with
+probability ``settings.caption_generation``, else picture -> caption (``build_caption_sample``).
+
 Samples are dropped, never cut or crashed on, when the sequence is ``max_length`` tokens or longer or when the
 chunk's last picture fails the reference's size filter (``passes_filter``: it checks the last of the n loaded
 pictures only). Each yielded sample's ``meta`` counts the drops before it, so ``observe`` totals them in
@@ -33,6 +36,7 @@ from seed_story.data.sequence import (
     Sample,
     SequenceSettings,
     TrainBatch,
+    build_caption_sample,
     build_sequence,
     passes_filter,
     sample_length,
@@ -57,7 +61,7 @@ class StoryStreamDataset(IterableDataset):
 
     def __init__(
         self,
-        store: ShardStore | str | Path,
+        store: ShardStore | str | Path | list[str],
         tokenizer: PreTrainedTokenizerBase,
         settings: SequenceSettings | None = None,
         *,
@@ -125,14 +129,21 @@ class StoryStreamDataset(IterableDataset):
         dropped = dict.fromkeys(self.dropped, 0)  # since the last sample this consumer yielded
         for position, chunk in self._chunks(self.rank * num_workers + role, self.world_size * num_workers, start):
             rng = random.Random(f"{self.seed}:{self.rank}:{role}:{position}")
-            k = sample_length(rng, len(chunk.captions))
+            pair = len(chunk.captions) == 1  # an image-caption pair: a caption pre-training sample
+            k = 1 if pair else sample_length(rng, len(chunk.captions))
             if not passes_filter(Image.open(io.BytesIO(chunk.images[-1])), self.settings):
                 dropped["small_or_odd_picture"] += 1
                 continue
             images = [Image.open(io.BytesIO(data)) for data in chunk.images[:k]]
-            sample = build_sequence(
-                self.tokenizer, self.image_ids, chunk.captions, images, None, self.settings, length=k
-            )
+            if pair:
+                generate = rng.random() < self.settings.caption_generation
+                sample = build_caption_sample(
+                    self.tokenizer, self.image_ids, chunk.captions[0], images[0], generate, self.settings
+                )
+            else:
+                sample = build_sequence(
+                    self.tokenizer, self.image_ids, chunk.captions, images, None, self.settings, length=k
+                )
             if sample is None:
                 dropped["too_long"] += 1  # dropped, as the reference does
                 continue

@@ -4,6 +4,10 @@ From a chunk of n captions and pictures: a length k uniform in 2..n; caption i f
 pictures 0..k-2 are context, picture k-1 the target. The ids are ``[BOS] + enc(instruction) + enc(response) +
 [EOS]`` with two separate encode calls; only the response is supervised, except the target's image tokens and
 ``</img>`` (so ``<img>`` and EOS are learnt). A sequence of ``max_length`` tokens or more is dropped, never cut.
+
+A one-picture chunk (an image-caption pair, ingested with ``--chunk-length 1``) is a caption pre-training sample
+instead (:func:`build_caption_sample`): caption -> picture (the picture regressed) or picture -> caption (the
+caption supervised), the two tasks of SEED-X's pre-training on captioned images.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ class SequenceSettings(StrictModel):
     )
     min_resolution: int = Field(default=128, ge=0, description="reject if the last picture has a shorter side")
     min_aspect_ratio: float = Field(default=0.2, gt=0, le=1, description="reject width/height outside [r, 1/r]")
+    caption_generation: float = Field(
+        default=0.5, ge=0, le=1, description="share of image-caption pairs trained caption -> picture, not back"
+    )
 
 
 @dataclass
@@ -208,6 +215,62 @@ def build_sequence(
         images=image_transform_batch(
             [im.convert("RGB") for im in images[:k]], settings.image_size, settings.keep_ratio
         ),
+        text=text,
+        sd_image=sd_image,
+        time_ids=time_ids,
+    )
+
+
+def build_caption_sample(
+    tokenizer: PreTrainedTokenizerBase,
+    image_ids: ImageTokenIds,
+    caption: str,
+    image: Image.Image,
+    generate: bool,
+    settings: SequenceSettings | None = None,
+) -> Sample | None:
+    """A caption pre-training sample from one image-caption pair; ``None`` if too long.
+
+    ``generate``: ``[BOS] caption <img>..</img> [EOS]``, the picture is the regression target and ``<img>`` and
+    EOS the only labels (as in a story). Otherwise ``[BOS] <img>..</img> caption [EOS]``: the picture is context
+    and the caption (with EOS) is supervised. Stages 1 and 3 (``settings.sd_size`` set) need a target picture,
+    so they always generate.
+
+    Example::
+
+        sample = build_caption_sample(tok, ids, "Pip is on the left.", picture, generate=True)
+        sample.embeds_gen_mask  # tensor([True])
+    """
+    settings = settings or SequenceSettings()
+    if len(image_ids.image) != settings.num_image_tokens:
+        raise ValueError(f"tokenizer has {len(image_ids.image)} image tokens, settings say {settings.num_image_tokens}")
+    generate = generate or settings.sd_size is not None
+    img = image_string(settings.num_image_tokens)
+    text = caption + img if generate else img + caption
+    ids = torch.tensor(
+        [tokenizer.bos_token_id, *tokenizer.encode(text, add_special_tokens=False), tokenizer.eos_token_id]
+    )
+    if len(ids) >= settings.max_length:
+        return None
+    slots = image_slot_mask(ids, image_ids)
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    if generate:  # as in a story: <img> and EOS are learnt, the picture's tokens are regressed
+        learnt = (ids == image_ids.boi) | (torch.arange(len(ids)) == len(ids) - 1)
+        labels[learnt] = ids[learnt]
+    else:
+        after = torch.arange(len(ids)) > int(torch.nonzero(ids == image_ids.eoi)[0])
+        labels[after] = ids[after]
+    sd_image, time_ids = (None, None)
+    if settings.sd_size is not None:
+        sd_image, time_ids = sd_transform(image, settings.sd_size, settings.swap_crop_offsets)
+    return Sample(
+        input_ids=ids,
+        labels=labels,
+        ids_cmp_mask=slots if not generate else torch.zeros_like(slots),
+        ids_gen_mask=slots if generate else torch.zeros_like(slots),
+        embeds_cmp_mask=torch.tensor([not generate]),
+        embeds_gen_mask=torch.tensor([generate]),
+        images=image_transform_batch([image.convert("RGB")], settings.image_size, settings.keep_ratio),
         text=text,
         sd_image=sd_image,
         time_ids=time_ids,

@@ -83,7 +83,47 @@ class LocalStore:
         return (self.directory / name).open("rb")
 
 
-def as_store(store: ShardStore | str | Path) -> ShardStore:
+class ShardUnion:
+    """Read-only: the shards of several folders and single shard files, read as one store (a data mix).
+
+    Names are ``"<source index>/<shard name>"`` in source order, so adding a source never renames another's.
+
+    Example::
+
+        store = ShardUnion(["data/world/shards", "data/world/caption_shards/shard-00000.parquet"])
+    """
+
+    def __init__(self, sources: Iterable[str | Path]) -> None:
+        self.sources = [Path(s) for s in sources]
+        if not self.sources:
+            raise ValueError("a shard union needs at least one folder or shard file")
+
+    def __repr__(self) -> str:
+        return f"ShardUnion({[str(s) for s in self.sources]!r})"
+
+    def put(self, name: str, data: bytes) -> None:
+        raise TypeError("a shard union is read-only: write shards to one of its folders")
+
+    def _files(self, source: Path) -> list[Path]:
+        if source.is_file():
+            return [source]
+        if source.is_dir():
+            return [source / n for n in LocalStore(source).names()]
+        raise FileNotFoundError(f"no shard folder or file at {source}")
+
+    def names(self) -> list[str]:
+        return [f"{i}/{f.name}" for i, source in enumerate(self.sources) for f in self._files(source)]
+
+    def open(self, name: str) -> BinaryIO:
+        index, _, shard = name.partition("/")
+        source = self.sources[int(index)]
+        return (source if source.is_file() else source / shard).open("rb")
+
+
+def as_store(store: ShardStore | str | Path | list[str]) -> ShardStore:
+    """A store for a folder, a list of folders and shard files (a :class:`ShardUnion`), or a store itself."""
+    if isinstance(store, list):
+        return ShardUnion(store)
     return LocalStore(store) if isinstance(store, str | Path) else store
 
 

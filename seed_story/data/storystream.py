@@ -164,8 +164,8 @@ def read_storystream(
         for chunk in read_storystream(["train.jsonl"], "images/", report):
             chunk.captions[0], len(chunk.images)  # (str, 10)
     """
-    if chunk_length < 2:
-        raise ValueError(f"chunk_length must be at least 2 (a context and a target picture), got {chunk_length}")
+    if chunk_length < 1:
+        raise ValueError(f"chunk_length must be at least 1 (1: image-caption pairs), got {chunk_length}")
     image_dir = Path(image_dir)
     for file in map(Path, jsonl_files):
         report.files += 1

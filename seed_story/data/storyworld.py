@@ -6,10 +6,16 @@ frame to frame one thing happens: a character enters or leaves, moves, changes a
 to a new scene. Captions follow the pictures (see ``storyworld_text``); the ground truth of every frame goes
 to ``annotations.jsonl``, never into the captions. Everything is a pure function of ``(seed, index)``.
 
-Written layout (feed it to ``seed-story data ingest-storystream out/stories.jsonl out/images shards/``)::
+Beside the stories, ``captions.jsonl`` is an image-caption corpus over the same pictures, for the MLLM's
+caption pre-training (what SEED-X's pre-training on captioned images gives the real model): one line per
+frame, a one-picture "story" whose caption describes who stands where in which scene (``describe_frame``).
+
+Written layout (feed it to ``seed-story data ingest-storystream out/stories.jsonl out/images shards/``, and the
+caption corpus to ``ingest-storystream out/captions.jsonl out/images caption_shards/ --chunk-length 1``)::
 
     out/
         stories.jsonl       # {"id", "images", "captions"}, image paths relative to images/
+        captions.jsonl      # {"id", "images": [one], "captions": [one]}: one described picture per frame
         annotations.jsonl   # one FrameAnnotation per frame
         world.json          # the cast, scenes and styles (WorldSpec)
         report.json         # a StoryWorldReport
@@ -41,6 +47,7 @@ from seed_story.config import StrictModel
 from seed_story.data.storyworld_draw import render_frame
 from seed_story.data.storyworld_plot import Event, caption, plan_story
 from seed_story.data.storyworld_spec import STYLES, WORLD, FrameTruth, StyleName
+from seed_story.data.storyworld_text import describe_frame
 
 FRAMES_PER_STORY = 30
 
@@ -161,15 +168,18 @@ def opening(seed: int, index: int, size: int = 64) -> tuple[str, Image.Image]:
 Tallies = dict[str, Counter[str]]
 
 
-def _write_stories(out_dir: str, seed: int, size: int, start: int, stop: int) -> tuple[list[str], list[str], Tallies]:
+def _write_stories(
+    out_dir: str, seed: int, size: int, start: int, stop: int
+) -> tuple[list[str], list[str], list[str], Tallies]:
     """Stories ``start..stop-1`` (in a worker): pictures written; jsonl lines and counts returned."""
     world, images = StoryWorld(seed), Path(out_dir) / "images"
-    stories, annotations = [], []
+    stories, annotations, described = [], [], []
     tallies: Tallies = {k: Counter() for k in ("scenes", "styles", "events", "characters")}
     for index in range(start, stop):
         story = world.story(index)
         (images / story.story_id).mkdir(parents=True, exist_ok=True)
         names = story.image_names()
+        describe_rng = random.Random(f"storyworld-describe:{seed}:{index}")
         for frame, name in zip(story.frames, names, strict=True):
             render_frame(frame.truth, size).save(images / name, format="PNG")
             annotation = FrameAnnotation(
@@ -177,13 +187,15 @@ def _write_stories(out_dir: str, seed: int, size: int, start: int, stop: int) ->
                 entered=frame.entered, leaving=frame.leaving,
             )  # fmt: skip
             annotations.append(annotation.model_dump_json())
+            line = {"id": f"{story.story_id}-{frame.index:02d}", "images": [name]}
+            described.append(json.dumps({**line, "captions": [describe_frame(describe_rng, frame.truth)]}))
             tallies["scenes"][frame.truth.scene] += 1
             tallies["events"][frame.event] += 1
             tallies["characters"].update(p.name for p in frame.truth.characters)
         tallies["styles"][story.style] += 1
         captions = [f.caption for f in story.frames]
         stories.append(json.dumps({"id": story.story_id, "images": names, "captions": captions}))
-    return stories, annotations, tallies
+    return stories, annotations, described, tallies
 
 
 def write_storyworld(
@@ -206,12 +218,13 @@ def write_storyworld(
     tallies: Tallies = {k: Counter() for k in ("scenes", "styles", "events", "characters")}
     began = time.perf_counter()
     pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else nullcontext()
-    stories_file, annotations_file = (out / "stories.jsonl").open("w"), (out / "annotations.jsonl").open("w")
-    with pool, stories_file as stories, annotations_file as annotations:
+    files = [(out / name).open("w") for name in ("stories.jsonl", "annotations.jsonl", "captions.jsonl")]
+    with pool, files[0] as stories, files[1] as annotations, files[2] as captions:
         run = pool.map if isinstance(pool, ProcessPoolExecutor) else map
-        for story_lines, annotation_lines, counts in run(_write_stories, *zip(*args, strict=True)):
+        for story_lines, annotation_lines, caption_lines, counts in run(_write_stories, *zip(*args, strict=True)):
             stories.writelines(line + "\n" for line in story_lines)
             annotations.writelines(line + "\n" for line in annotation_lines)
+            captions.writelines(line + "\n" for line in caption_lines)
             for key, counter in counts.items():
                 tallies[key].update(counter)
     seconds = time.perf_counter() - began

@@ -21,7 +21,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from seed_story.data.storyworld_spec import WORLD, Action, Placement, SceneName, Slot
+from seed_story.data.storyworld_spec import SLOTS, WORLD, Action, FrameTruth, Placement, SceneName, Slot
 
 # The entrance words the judge looks for; keep in sync with the entrance templates below.
 ENTRANCE_WORDS = ("arrived", "appeared", "came", "joined", "showed", "returned", "turned")
@@ -83,6 +83,10 @@ MOVES = ("{name} hurried over to the {side}.", "{name} moved to the {side}.", "{
 ONE_ACTION = ("{name} {act} {where}.", "{Where}, {name} {act}.", "{name} {act} {place}.")
 TWO_ACTIONS = ("{a} {act_a} {where_a}, while {b} {act_b} {where_b}.", "{a} {act_a} and {b} {act_b}.")
 SAME_ACTION = ("{a} and {b} both {act}.",)
+# Picture descriptions (the caption corpus, not the stories): every visible character and its place, the scene.
+DESCRIBE_ONE = ("{name} is {where}", "{where} is {name}", "{name} the {desc} stands {where}")
+DESCRIBE = ("{Scene}: {who}.", "A picture of {scene}. {Who}.", "{Who}, {short}.")
+DESCRIBE_EMPTY = ("{Scene}, with nobody there.", "Nobody is {short}.")
 
 
 def join_names(names: Sequence[str]) -> str:
@@ -157,12 +161,31 @@ def action_sentences(rng: random.Random, placements: Sequence[Placement], scene:
     return [sentence, *action_sentences(rng, placements[2:], scene)]
 
 
+def describe_frame(rng: random.Random, truth: FrameTruth) -> str:
+    """A picture's caption for caption pre-training: who stands where (slot order) and the scene.
+
+    ``describe_frame(rng, truth)`` -> ``"The sunny meadow: Pip is on the left and Zara the yellow triangle
+    stands on the right."``; like the story captions it names every visible character and no one else.
+    """
+    scene = rng.choice(SCENE_PHRASES[truth.scene])
+    fields = {"scene": scene, "Scene": scene[0].upper() + scene[1:], "short": SCENE_SHORT[truth.scene]}
+    if not truth.characters:
+        return rng.choice(DESCRIBE_EMPTY).format(**fields)
+    parts = [
+        rng.choice(DESCRIBE_ONE).format(name=p.name, where=WHERE[p.slot], desc=WORLD.character(p.name).description)
+        for p in sorted(truth.characters, key=lambda p: SLOTS.index(p.slot))
+    ]
+    who = join_names(parts)
+    return rng.choice(DESCRIBE).format(who=who, Who=who[0].upper() + who[1:], **fields)
+
+
 @functools.cache
 def template_words() -> frozenset[str]:
     """Every word (lower case) the captions can use besides names: the judge's test for a made-up name."""
     texts = [
         *OPENINGS, *ENTRANCES, *RETURNS, *FAREWELLS, *ALONE, *TRAVELS, *MOVES, *ONE_ACTION, *TWO_ACTIONS,
-        *SAME_ACTION, *SCENE_SHORT.values(), *WHERE.values(), *SIDE.values(), *HAT_PHRASES.values(),
+        *SAME_ACTION, *DESCRIBE_ONE, *DESCRIBE, *DESCRIBE_EMPTY,
+        *SCENE_SHORT.values(), *WHERE.values(), *SIDE.values(), *HAT_PHRASES.values(),
         *(p for phrases in SCENE_PHRASES.values() for p in phrases),
         *(p for phrases in ACTION_PHRASES.values() for p in phrases),
         *(f"{c.description} named with" for c in WORLD.characters),

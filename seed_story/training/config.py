@@ -105,7 +105,10 @@ class StoryStreamData(StrictModel):
     """
 
     kind: Literal["storystream"] = "storystream"
-    shards: str = Field(description="folder of Parquet shards; a relative path is read from the working directory")
+    shards: str | list[str] = Field(
+        description="folder of Parquet shards, or a list of folders and shard files read as one (a data mix); "
+        "relative paths are read from the working directory"
+    )
     batch_size: int = Field(30, gt=0, description="samples per batch on each data-parallel rank")
     num_workers: int = Field(0, ge=0, description="DataLoader workers per rank (resume needs the same number)")
     seed: int | None = Field(None, description="data order and k draws; None = the run's seed")
