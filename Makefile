@@ -28,13 +28,16 @@ TRAIN := OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(BIN)/seed-story train
 # Paired runs go side by side under -j2: one thread each (two 2-thread runs on 2 cores slow each other badly).
 TRAIN_SIDE := OMP_NUM_THREADS=$(or $(SIDE_THREADS),1) HF_HUB_OFFLINE=1 $(BIN)/seed-story train
 
-mini-data: $(WORLD)/shards/ingest-report.json $(WORLD)/tokenizer/tokenizer.json
+mini-data: $(WORLD)/shards/ingest-report.json $(WORLD)/caption_shards/ingest-report.json $(WORLD)/tokenizer/tokenizer.json
 
 $(WORLD)/stories.jsonl:
 	$(BIN)/seed-story data storyworld --out $(WORLD) --stories 2000 --seed 0
 
 $(WORLD)/shards/ingest-report.json: $(WORLD)/stories.jsonl
 	$(BIN)/seed-story data ingest-storystream $(WORLD)/stories.jsonl $(WORLD)/images $(WORLD)/shards
+
+$(WORLD)/caption_shards/ingest-report.json: $(WORLD)/stories.jsonl
+	$(BIN)/seed-story data ingest-storystream $(WORLD)/captions.jsonl $(WORLD)/images $(WORLD)/caption_shards --chunk-length 1
 
 $(WORLD)/tokenizer/tokenizer.json: $(WORLD)/stories.jsonl
 	$(BIN)/seed-story data train-tokenizer $(WORLD)/stories.jsonl --out $(WORLD)/tokenizer
@@ -50,11 +53,14 @@ $(MINI)/stage1/final/seed_story.json: $(MINI)/vision/final/seed_story.json $(MIN
 	$(TRAIN_SIDE) stage1 --config configs/train/mini_stage1_late.yaml --resume
 	$(TRAIN_SIDE) stage1 --config configs/train/mini_stage1_longer.yaml --resume
 
-$(MINI)/stage2/final/seed_story.json: $(MINI)/vision/final/seed_story.json $(MINI)/vae/final/seed_story.json
+# Stage 2: caption pre-training, story tuning, more story tuning (the committed weights trained these on an H100).
+$(MINI)/stage2_late/final/seed_story.json: $(MINI)/vision/final/seed_story.json $(MINI)/vae/final/seed_story.json \
+		$(WORLD)/caption_shards/ingest-report.json
+	$(TRAIN_SIDE) stage2 --config configs/train/mini_stage2_captions.yaml --resume
 	$(TRAIN_SIDE) stage2 --config configs/train/mini_stage2.yaml --resume
 	$(TRAIN_SIDE) stage2 --config configs/train/mini_stage2_late.yaml --resume
 
-$(MINI)/stage3/final/seed_story.json: $(MINI)/stage1/final/seed_story.json $(MINI)/stage2/final/seed_story.json
+$(MINI)/stage3/final/seed_story.json: $(MINI)/stage1/final/seed_story.json $(MINI)/stage2_late/final/seed_story.json
 	$(TRAIN) stage3 --config configs/train/mini_stage3.yaml --resume
 
 train-mini: $(MINI)/stage3/final/seed_story.json

@@ -5,7 +5,8 @@ captions and the true pictures as context; the MLLM regresses the last picture's
 the true features (and that of the mean feature, the no-information baseline), top-1 retrieval of the true
 picture among the targets, and the judge's reading of the regressed features drawn by the de-tokenizer: the
 fraction of frames with the true scene, the true character in every slot, and both. The same frames drawn from
-the true features give the de-tokenizer's share.
+the true features give the de-tokenizer's share. "described" is caption -> picture with no story: as many
+held-out frames, each described by ``describe_frame`` (the caption pre-training corpus's wording), judged alike.
 
 Slot probes find where "who stands where" gets lost: linear probes fitted on training-world frames read each
 slot's character (or nobody) off the target's ViT features, its input-resampler embeddings (what the Llama
@@ -31,10 +32,11 @@ from safetensors.torch import load_file
 
 from seed_story.cli.generate import MINI_GUIDANCE
 from seed_story.components import Components, load_components
-from seed_story.data.sequence import SequenceSettings, build_sequence, collate
+from seed_story.data.sequence import SequenceSettings, build_caption_sample, build_sequence, collate
 from seed_story.data.storyworld import StoryWorld
 from seed_story.data.storyworld_draw import render_frame
 from seed_story.data.storyworld_spec import SLOTS, WORLD
+from seed_story.data.storyworld_text import describe_frame
 from seed_story.eval.baselines import reconstruction_accuracy
 from seed_story.eval.detect import detect_frame
 from seed_story.generation.pipeline import StoryPipeline
@@ -96,6 +98,26 @@ def teacher_forced(parts: Components, world_seed: int, stories: int, max_frames:
     return TeacherForced(truth, torch.tensor(slots), target, context, hidden, regressed)
 
 
+@torch.no_grad()
+def described(parts: Components, world_seed: int, count: int) -> tuple[list[Image.Image], torch.Tensor]:
+    """Caption -> picture with no story: ``count`` held-out frames described (``describe_frame``), regressed."""
+    tok, n_tokens = parts.tokenizer, parts.config.mllm.num_image_tokens
+    ids = ImageTokenIds.from_tokenizer(tok, n_tokens)
+    settings = SequenceSettings(max_length=4096, num_image_tokens=n_tokens, image_size=parts.config.vision.image_size)
+    world, rng = StoryWorld(world_seed), random.Random(f"described:{world_seed}")
+    truths = [world.story(i).frames[rng.randrange(world.frames)].truth for i in range(count)]
+    pictures = [render_frame(t, parts.config.detokenizer.image_size) for t in truths]
+    samples = [
+        build_caption_sample(tok, ids, describe_frame(rng, t), p, True, settings)
+        for t, p in zip(truths, pictures, strict=True)
+    ]
+    batch = collate(samples, tok.pad_token_id)
+    mllm = parts.mllm.eval()
+    inputs = mllm.embed_inputs(batch.input_ids)
+    hidden = mllm.language_model(inputs_embeds=inputs, attention_mask=batch.attention_mask).last_hidden_state
+    return pictures, mllm.regress_image_features(hidden[batch.ids_gen_mask].view(count, n_tokens, -1))
+
+
 def slot_probe(train: torch.Tensor, y_train: torch.Tensor, test: torch.Tensor, y_test: torch.Tensor) -> list[float]:
     """Held-out accuracy of a linear (softmax) probe per slot, on standardised flattened features."""
     train, test = train.flatten(1), test.flatten(1)
@@ -118,7 +140,11 @@ def slot_probe(train: torch.Tensor, y_train: torch.Tensor, test: torch.Tensor, y
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, default=Path("models/seed-story-mini"))
-    parser.add_argument("--weights", type=Path, help="a stage-2 trainer checkpoint whose MLLM replaces the model's")
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        help="a stage-2 trainer checkpoint (or an mllm .safetensors file) whose MLLM replaces the model's",
+    )
     parser.add_argument("--detokenizer", type=Path, help="draw with this checkpoint's de-tokenizer instead")
     parser.add_argument("--stories", type=int, default=48)
     parser.add_argument("--max-frames", type=int, default=8)
@@ -131,12 +157,14 @@ def main() -> None:
     torch.manual_seed(0)
     parts = load_components(args.model)
     if args.weights is not None:
-        parts.mllm.load_state_dict(load_file(args.weights / "model.safetensors"), strict=True)
+        file = args.weights / "model.safetensors" if args.weights.is_dir() else args.weights
+        parts.mllm.load_state_dict(load_file(file), strict=True)
     if args.detokenizer is not None:
         load_detokenizer(parts, str(args.detokenizer))
     pipe = StoryPipeline(parts, draw_settings=DrawSettings(num_inference_steps=args.draw_steps,
                                                            guidance_scale=args.guidance))  # fmt: skip
     held = teacher_forced(parts, args.world_seed, args.stories, args.max_frames)
+    described_truth, described_regressed = described(parts, args.world_seed, args.stories)
     regressed, target = held.regressed, held.target
     mean = target.mean(0, keepdim=True).expand_as(target)
     similarity = F.normalize(regressed.flatten(1), dim=-1) @ F.normalize(target.flatten(1), dim=-1).T
@@ -160,6 +188,7 @@ def main() -> None:
         "retrieval_top1": (similarity.argmax(1) == torch.arange(len(target))).float().mean().item(),
         "regressed": judged(held.truth, pipe.draw(regressed)),
         "true_features": judged(held.truth, pipe.draw(target)),
+        "described": judged(described_truth, pipe.draw(described_regressed)),
         "slot_probe_accuracy": probes,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

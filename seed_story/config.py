@@ -119,7 +119,8 @@ class LoraSettings(StrictModel):
         return self.alpha / self.r
 
 
-RecLoss = Literal["cosine", "centered_cosine"]
+# cosine: the reference's; centered_cosine: about the batch's mean picture; cosine_and_centered: their sum.
+RecLoss = Literal["cosine", "centered_cosine", "cosine_and_centered"]
 
 
 class MLLMConfig(StrictModel):
@@ -132,7 +133,8 @@ class MLLMConfig(StrictModel):
     lm_loss_scale: float = 1.0
     rec_loss_scale: float = 1.0
     rec_loss: RecLoss = Field(
-        "cosine", description="image regression loss: the reference's cosine, or cosine about the batch's mean picture"
+        "cosine",
+        description="image regression loss: the reference's cosine, cosine about the batch's mean picture, or both",
     )
 
     @model_validator(mode="after")

@@ -84,7 +84,15 @@ def test_centered_cosine_is_about_the_batch_mean_picture(setup):
     centre = unit(batch.image_embeds, dim=-1).mean(0)
     targets = batch.image_embeds[batch.embeds_gen_mask]
     p, t = unit(out.recon_image_embeds, dim=-1) - centre, unit(targets, dim=-1) - centre
-    torch.testing.assert_close(out.rec_loss, (1 - torch.nn.functional.cosine_similarity(p, t, dim=-1)).mean())
+    centered = (1 - torch.nn.functional.cosine_similarity(p, t, dim=-1)).mean()
+    torch.testing.assert_close(out.rec_loss, centered)
+    # cosine_and_centered: the sum of the reference's cosine and the centred one, same weights.
+    model = SeedStoryMLLM(cfg.mllm.model_copy(update={"rec_loss": "cosine_and_centered"}))
+    both = model(**batch.as_kwargs(), return_recon_image_embeds=True)
+    p, t = unit(both.recon_image_embeds, dim=-1), unit(targets, dim=-1)
+    plain = (1 - torch.nn.functional.cosine_similarity(p, t, dim=-1)).mean()
+    centered = (1 - torch.nn.functional.cosine_similarity(p - centre, t - centre, dim=-1)).mean()
+    torch.testing.assert_close(both.rec_loss, plain + centered)
 
 
 def test_centered_cosine_weighs_what_differs_from_the_mean():

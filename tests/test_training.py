@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from seed_story.data.sequence import TrainBatch
 from seed_story.generation.decoder import merge_lora_for_inference
 from seed_story.training import TrainConfig, train
 from seed_story.training.run import build_task
+from seed_story.training.schedule import cosine_factor
 from seed_story.training.sources import toy_batches
 from seed_story.training.tasks import Stage2Task
 from seed_story.training.trainer import StateDictModule, Trainer
@@ -75,6 +77,15 @@ def test_stage2_unmerges_a_merged_model(tiny_config: Any) -> None:
     merge_lora_for_inference(parts.mllm)
     Stage2Task(parts)
     assert not any(getattr(m, "merged", False) for m in parts.mllm.modules())
+
+
+def test_a_run_may_stop_before_its_schedule_ends(tmp_path: Path) -> None:
+    cfg = _cfg("stage2", tmp_path, max_steps=4, schedule_steps=20, log_every=1)
+    train(cfg)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # The logged rate is the one each step used: step s ran at factor(s - 1) of the 20-step schedule.
+    expected = [3e-3 * cosine_factor(s, warmup_steps=2, max_steps=20, min_lr_ratio=cfg.min_lr_ratio) for s in range(4)]
+    assert lrs == pytest.approx(expected)
 
 
 def test_stage1_loss_falls(tmp_path: Path) -> None:

@@ -229,12 +229,13 @@ class SeedStoryMLLM(nn.Module):
                 )
             h = hidden[ids_gen_mask].reshape(target.shape[0], self.num_image_tokens, hidden.shape[-1])
             recon = self.regress_image_features(h)
-            if self.cfg.rec_loss == "centered_cosine":
+            rec_loss = recon.new_zeros((), dtype=torch.float32)
+            if self.cfg.rec_loss != "centered_cosine":
+                rec_loss = rec_loss + cosine_regression_loss(recon, target)
+            if self.cfg.rec_loss != "cosine":
                 # The centre is the batch's own mean picture (context and targets), a constant to the gradient.
                 centre = F.normalize(image_embeds.float(), dim=-1).mean(0).detach()
-                rec_loss = centered_cosine_regression_loss(recon, target, centre)
-            else:
-                rec_loss = cosine_regression_loss(recon, target)
+                rec_loss = rec_loss + centered_cosine_regression_loss(recon, target, centre)
         else:
             # A zero that still touches the output resampler, for the same reason as in embed_inputs.
             rec_loss = 0.0 * self.output_resampler.query.sum()

@@ -173,6 +173,9 @@ class TrainConfig(StrictModel):
     tokenizer: str | None = Field(None, description="tokenizer folder for a model built from the preset (no init)")
     seed: int = 0
     max_steps: int = Field(gt=0)
+    schedule_steps: int | None = Field(
+        None, gt=0, description="length of the learning-rate schedule; None = max_steps (a run may stop before its end)"
+    )
     learning_rate: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
     betas: tuple[float, float]

@@ -138,7 +138,10 @@ class Trainer:
             params, lr=cfg.learning_rate, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
         )
         scheduler = build_lr_scheduler(
-            optimizer, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps, min_lr_ratio=cfg.min_lr_ratio
+            optimizer,
+            warmup_steps=cfg.warmup_steps,
+            max_steps=cfg.schedule_steps or cfg.max_steps,
+            min_lr_ratio=cfg.min_lr_ratio,
         )
         model, optimizer, scheduler = acc.prepare(self.task.module, optimizer, scheduler)
 
