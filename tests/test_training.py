@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
+from pydantic import ValidationError
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -128,6 +129,27 @@ def test_stage3_reads_stage2_and_loss_falls(stage2_run: Any, tmp_path: Path) -> 
     assert all(torch.equal(s2[k], s3[k]) for k in s2)  # the MLLM stays frozen
     with pytest.raises(ValueError, match="stage 2's output"):
         train(_cfg("stage3", tmp_path / "none"))
+
+
+def test_stage3_can_keep_some_targets_on_their_true_features(stage2_run: Any) -> None:
+    def conditions(fraction: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        cfg = _cfg("stage3", Path("unused"), init=str(stage2_run.checkpoint), true_feature_fraction=fraction)
+        task = build_task(cfg)
+        batch = next(toy_batches("stage3", cfg.data, task.parts, seed=0))
+        torch.manual_seed(0)
+        regressed = task.parts.mllm(**vars(batch.sequence), return_recon_image_embeds=True).recon_image_embeds
+        true = batch.sequence.image_embeds[batch.sequence.embeds_gen_mask]
+        return task.condition(batch), regressed.float(), true.float()
+
+    got, regressed, true = conditions(0.0)  # the reference: the MLLM's regression only
+    torch.testing.assert_close(got, regressed)
+    got, regressed, true = conditions(1.0)  # stage 1's task
+    torch.testing.assert_close(got, true)
+    got, regressed, true = conditions(0.5)  # per target, one or the other
+    rows = [torch.equal(g, t) or torch.allclose(g, r) for g, t, r in zip(got, true, regressed, strict=True)]
+    assert all(rows) and not torch.allclose(regressed, true)
+    with pytest.raises(ValidationError):
+        _cfg("stage3", Path("unused"), true_feature_fraction=1.5)
 
 
 class _Interrupted(Exception):

@@ -193,6 +193,9 @@ class TrainConfig(StrictModel):
     high_noise_weight: float = Field(
         1.0, gt=0, description="stages 1/3: draw timesteps in the noisier half this many times as often (1 = uniform)"
     )
+    true_feature_fraction: float = Field(
+        0.0, ge=0, le=1, description="stage 3: share of targets drawn from their true ViT features (stage 1's task)"
+    )
     full_llm: bool = Field(False, description="stage 2: train the LLM's base weights too (a model from scratch)")
     rec_loss_scale: float | None = Field(
         None, gt=0, description="stage 2: weight of the cosine regression loss (None keeps the model's, 1.0)"

@@ -69,8 +69,10 @@ def build_task(cfg: TrainConfig, parts: Components | None = None) -> StageTask:
         return VAETask(parts, kl_weight=cfg.kl_weight)
     if cfg.stage == "stage2":
         return Stage2Task(parts, full_llm=cfg.full_llm, rec_loss_scale=cfg.rec_loss_scale, rec_loss=cfg.rec_loss)
-    task = Stage1Task if cfg.stage == "stage1" else Stage3Task
-    return task(parts, full_unet=cfg.full_unet, snr_gamma=cfg.snr_gamma, high_noise_weight=cfg.high_noise_weight)
+    common = dict(full_unet=cfg.full_unet, snr_gamma=cfg.snr_gamma, high_noise_weight=cfg.high_noise_weight)
+    if cfg.stage == "stage1":
+        return Stage1Task(parts, **common)
+    return Stage3Task(parts, true_feature_fraction=cfg.true_feature_fraction, **common)
 
 
 def train(cfg: TrainConfig) -> TrainResult:

@@ -203,10 +203,19 @@ class Stage3Task(Stage1Task):
     """De-tokenizer adaptation: as stage 1, conditioned on the frozen stage-2 MLLM's regressed features.
 
     The MLLM runs teacher-forced on the batch's interleaved ``sequence`` (``return_recon_image_embeds``);
-    its output-resampler features for each target image condition the de-tokenizer.
+    its output-resampler features for each target image condition the de-tokenizer. With
+    ``true_feature_fraction`` > 0 that share of targets (drawn per target) is conditioned on its true ViT
+    features instead, stage 1's task, so the de-tokenizer keeps reading features that say who stands where
+    while it learns the MLLM's (the reference trains on the regression alone: 0).
     """
 
     stage = "stage3"
+
+    def __init__(self, parts: Components, *, true_feature_fraction: float = 0.0, **stage1: Any) -> None:
+        if not 0.0 <= true_feature_fraction <= 1.0:
+            raise ValueError(f"true_feature_fraction must be in [0, 1], got {true_feature_fraction}")
+        self.true_feature_fraction = true_feature_fraction
+        super().__init__(parts, **stage1)
 
     def _prepare(self) -> None:
         unmerge_lora(self.parts.mllm)  # a merged MLLM would be run with LoRA applied twice by peft's forward
@@ -223,4 +232,9 @@ class Stage3Task(Stage1Task):
             out = self.parts.mllm(**vars(sequence), return_recon_image_embeds=True)
         if out.recon_image_embeds is None or out.recon_image_embeds.shape[0] != _sd_pictures(batch)[0].shape[0]:
             raise ValueError("stage 3 needs exactly one target image per sequence and one picture per target")
-        return out.recon_image_embeds.float()
+        features = out.recon_image_embeds.float()
+        if self.true_feature_fraction > 0:
+            true = sequence.image_embeds[sequence.embeds_gen_mask].float()
+            pick = torch.rand(len(features), device=features.device) < self.true_feature_fraction
+            features = torch.where(pick[:, None, None], true, features)
+        return features
