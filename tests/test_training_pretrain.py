@@ -8,6 +8,7 @@ import random
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from typer.testing import CliRunner
 
 from seed_story.components import load_components
 from seed_story.config import ModelConfig
@@ -114,6 +115,44 @@ def test_export_halves_a_checkpoint_and_it_loads_into_float32(toy_checkpoint_dir
     full, half = load_components(toy_checkpoint_dir), load_components(tmp_path / "half")
     for a, b in zip(full.mllm.state_dict().values(), half.mllm.state_dict().values(), strict=True):
         assert b.dtype == a.dtype and torch.allclose(a, b, atol=2e-3, rtol=2e-3)
+
+
+def test_export_can_take_the_detokenizer_from_another_checkpoint(toy_checkpoint_dir, tmp_path):
+    from seed_story.checkpoints.native import read_manifest, save_checkpoint
+    from seed_story.cli.main import app
+    from seed_story.components import build_random
+    from seed_story.models.detokenizer import build_detokenizer
+
+    toy = read_manifest(toy_checkpoint_dir).model
+    # Another de-tokenizer shape over the same VAE, as stage 1 may train one.
+    det_cfg = toy.detokenizer.model_copy(
+        update={"resampler": toy.detokenizer.resampler.model_copy(update={"depth": 1})}
+    )
+    other = build_detokenizer(det_cfg)
+    save_checkpoint(tmp_path / "stage1", toy.model_copy(update={"detokenizer": det_cfg}), {"detokenizer": other})
+    args = [
+        "models",
+        "export",
+        str(toy_checkpoint_dir),
+        str(tmp_path / "out"),
+        "--detokenizer",
+        str(tmp_path / "stage1"),
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    out = load_components(tmp_path / "out")  # strict: the manifest's config fits the swapped weights
+    assert out.config.detokenizer.resampler.depth == 1
+    assert read_manifest(tmp_path / "out").metadata["detokenizer_from"] == str(tmp_path / "stage1")
+    for a, b in zip(other.state_dict().values(), out.detokenizer.state_dict().values(), strict=True):
+        assert torch.allclose(a, b.float(), atol=2e-3, rtol=2e-3)
+    toy_mllm = load_components(toy_checkpoint_dir).mllm.state_dict()
+    assert all(torch.allclose(toy_mllm[k], v, atol=2e-3, rtol=2e-3) for k, v in out.mllm.state_dict().items())
+    # A de-tokenizer trained over another VAE cannot be paired with this model's.
+    vae = det_cfg.vae.model_copy(update={"scaling_factor": 0.5})
+    stranger = toy.model_copy(update={"detokenizer": det_cfg.model_copy(update={"vae": vae})})
+    save_checkpoint(tmp_path / "stranger", stranger, {"detokenizer": build_random(stranger).detokenizer})
+    args[-1] = str(tmp_path / "stranger")
+    assert CliRunner().invoke(app, args).exit_code != 0
 
 
 def test_vision_stage_writes_each_tokens_position_into_the_token():

@@ -110,21 +110,35 @@ def load_part(directory: str | Path, part: str, module: nn.Module) -> KeyReport:
     return load_strict(module, state, what=f"{part} of {directory}")
 
 
-def export_checkpoint(source: str | Path, target: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+def export_checkpoint(
+    source: str | Path, target: str | Path, dtype: torch.dtype = torch.float16, *, detokenizer: str | Path | None = None
+) -> Path:
     """Copy a checkpoint with its floating-point weights stored as ``dtype`` (e.g. to ship it half the size).
 
     Loading casts each tensor back to the module's own dtype, so a float16 export loads into a float32
-    model. The manifest is written last, as by :func:`save_checkpoint`.
+    model. ``detokenizer`` takes the de-tokenizer, with its config, from another checkpoint (say stage 1's
+    output); it must have been trained over the same VAE. The manifest is written last, as by
+    :func:`save_checkpoint`.
 
     Example::
 
-        export_checkpoint("runs/mini/stage3/final", "models/seed-story-mini", torch.float16)
+        export_checkpoint("runs/mini/stage2_late/final", "models/seed-story-mini", detokenizer="runs/mini/stage1/final")
     """
     source, target = Path(source), Path(target)
     manifest = read_manifest(source)
+    sources = {name: source / file for name, file in manifest.parts.items()}
+    if detokenizer is not None:
+        other = read_manifest(detokenizer)
+        if "detokenizer" not in other.parts or "detokenizer" not in manifest.parts:
+            raise ValueError(f"both {source} and {detokenizer} must hold a de-tokenizer")
+        if other.model.detokenizer.vae != manifest.model.detokenizer.vae:
+            raise ValueError(f"the de-tokenizer in {detokenizer} was trained over another VAE than {source}'s")
+        sources["detokenizer"] = Path(detokenizer) / other.parts["detokenizer"]
+        model = manifest.model.model_copy(update={"detokenizer": other.model.detokenizer})
+        manifest = manifest.model_copy(update={"model": model})
     target.mkdir(parents=True, exist_ok=True)
-    for name in manifest.parts.values():
-        tensors = load_state_dict_file(source / name)
+    for part, name in manifest.parts.items():
+        tensors = load_state_dict_file(sources[part])
         cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         tmp = target / (name + ".partial")
         save_file(cast, str(tmp), metadata={"format": FORMAT, "part": name.removesuffix(".safetensors")})
@@ -132,6 +146,8 @@ def export_checkpoint(source: str | Path, target: str | Path, dtype: torch.dtype
     if manifest.has_tokenizer:
         shutil.copytree(source / "tokenizer", target / "tokenizer", dirs_exist_ok=True)
     metadata = {**manifest.metadata, "exported_from": str(source)}
+    if detokenizer is not None:
+        metadata["detokenizer_from"] = str(detokenizer)
     exported = manifest.model_copy(update={"dtype": str(dtype).removeprefix("torch."), "metadata": metadata})
     out = target / MANIFEST
     tmp = out.with_name(out.name + ".partial")

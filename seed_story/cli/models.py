@@ -67,6 +67,9 @@ def export(
     source: str = typer.Argument(..., help="A checkpoint folder of this project (has seed_story.json)."),
     target: str = typer.Argument(..., help="Folder to write."),
     dtype: str = typer.Option("float16", "--dtype", help="float16, bfloat16 or float32."),
+    detokenizer: str | None = typer.Option(
+        None, "--detokenizer", help="Take the de-tokenizer (and its config) from this checkpoint, e.g. stage 1's."
+    ),
 ) -> None:
     """Copy a checkpoint with its weights stored in another dtype (float16 halves the size)."""
     import torch
@@ -77,7 +80,7 @@ def export(
     if dtype not in dtypes:
         raise typer.BadParameter(f"choose one of {sorted(dtypes)}", param_hint="--dtype")
     try:
-        manifest = export_checkpoint(source, target, dtypes[dtype])
+        manifest = export_checkpoint(source, target, dtypes[dtype], detokenizer=detokenizer)
     except (FileNotFoundError, ValueError) as err:
         raise typer.BadParameter(str(err)) from err
     typer.echo(f"wrote {manifest.parent} ({dtype})")
