@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+from PIL import Image
 from typer.testing import CliRunner
 
 from seed_story.cli.main import app
@@ -19,6 +22,14 @@ def test_demo_writes_three_books(prefect_api, toy_checkpoint_dir, tmp_path):
         assert book.is_file() and (book.parent / "book.pdf").read_bytes().startswith(b"%PDF")
         assert len(list(book.parent.glob("step_*.png"))) == 6
     assert (tmp_path / "demo" / "runs" / "demo" / "index.html").is_file()
+    # The README's contact sheet of the demo books is drawn from the same run folder.
+    sheet = tmp_path / "sheet.png"
+    script = Path(__file__).resolve().parents[1] / "bench" / "demo_sheet.py"
+    cmd = [sys.executable, str(script), str(tmp_path / "demo" / "runs" / "demo"), "--steps", "4", "--out", str(sheet)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    width, height = Image.open(sheet).size
+    assert width > height > 0  # three rows of five pictures
 
 
 def test_generate_reports_bad_rows_and_failures_with_exit_status_2(prefect_api, toy_checkpoint_dir, tmp_path):
