@@ -121,6 +121,9 @@ def test_a_mix_of_stories_and_caption_pairs(shards: Path, caption_shards: Path) 
     generated = sum(not t.startswith("<img>") for t in pairs)  # a described pair's picture is context only
     assert torch.equal(batch.embeds_cmp_mask, ~batch.embeds_gen_mask)
     assert int(batch.embeds_gen_mask.sum()) == 6 + generated
+    only_pictures = cfg.data.model_copy(update={"caption_generation": 1.0})
+    [generating] = list(storystream_batches(cfg.stage, only_pictures, task.parts, cfg.seed)[1])
+    assert not any(t.startswith("<img>") for t in generating.texts) and int(generating.embeds_gen_mask.sum()) == 14
     loss = task.loss(task.module, batch)
     assert math.isfinite(float(loss["loss"])) and float(loss["rec_loss"]) > 0
     with pytest.raises(FileNotFoundError, match="no shard folder or file"):

@@ -120,6 +120,12 @@ class StoryStreamData(StrictModel):
     swap_crop_offsets: bool = Field(True, description="reference quirk: horizontal crop offset in time_ids' top slot")
     min_resolution: int = Field(128, ge=0, description="reject a sample whose last picture has a shorter side")
     min_aspect_ratio: float = Field(0.2, gt=0, le=1, description="reject width/height outside [r, 1/r]")
+    caption_generation: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="image-caption pairs: share trained caption -> picture (the rest picture -> caption)",
+    )
 
 
 class PictureData(StrictModel):

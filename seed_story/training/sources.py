@@ -116,6 +116,7 @@ def storystream_settings(stage: str, data: StoryStreamData, parts: Components) -
         swap_crop_offsets=data.swap_crop_offsets,
         min_resolution=data.min_resolution,
         min_aspect_ratio=data.min_aspect_ratio,
+        caption_generation=data.caption_generation,
     )
 
 
