@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
+from transformers import PreTrainedTokenizerBase
 
 from seed_story.cli.generate import MINI_GUIDANCE
 from seed_story.components import Components, load_components
@@ -68,12 +69,19 @@ class TeacherForced(NamedTuple):
 CAST = (None, *WORLD.names)
 
 
+def _sequences(parts: Components) -> tuple[PreTrainedTokenizerBase, ImageTokenIds, SequenceSettings]:
+    """The tokenizer, its image-token ids and sequence settings for ``parts`` (no length limit)."""
+    n_tokens = parts.config.mllm.num_image_tokens
+    ids = ImageTokenIds.from_tokenizer(parts.tokenizer, n_tokens)
+    size = parts.config.vision.image_size
+    return parts.tokenizer, ids, SequenceSettings(max_length=4096, num_image_tokens=n_tokens, image_size=size)
+
+
 @torch.no_grad()
 def teacher_forced(parts: Components, world_seed: int, stories: int, max_frames: int, chunk: int = 32) -> TeacherForced:
     """Prefixes of 2..max_frames true frames of ``stories`` stories; the last picture of each is the target."""
-    tok, n_tokens = parts.tokenizer, parts.config.mllm.num_image_tokens
-    ids = ImageTokenIds.from_tokenizer(tok, n_tokens)
-    settings = SequenceSettings(max_length=4096, num_image_tokens=n_tokens, image_size=parts.config.vision.image_size)
+    tok, ids, settings = _sequences(parts)
+    n_tokens = settings.num_image_tokens
     world, rng = StoryWorld(world_seed, frames=max_frames), random.Random(world_seed)
     mllm = parts.mllm.eval()
     parts_out: list[tuple[torch.Tensor, ...]] = []
@@ -101,9 +109,8 @@ def teacher_forced(parts: Components, world_seed: int, stories: int, max_frames:
 @torch.no_grad()
 def described(parts: Components, world_seed: int, count: int) -> tuple[list[Image.Image], torch.Tensor]:
     """Caption -> picture with no story: ``count`` held-out frames described (``describe_frame``), regressed."""
-    tok, n_tokens = parts.tokenizer, parts.config.mllm.num_image_tokens
-    ids = ImageTokenIds.from_tokenizer(tok, n_tokens)
-    settings = SequenceSettings(max_length=4096, num_image_tokens=n_tokens, image_size=parts.config.vision.image_size)
+    tok, ids, settings = _sequences(parts)
+    n_tokens = settings.num_image_tokens
     world, rng = StoryWorld(world_seed), random.Random(f"described:{world_seed}")
     truths = [world.story(i).frames[rng.randrange(world.frames)].truth for i in range(count)]
     pictures = [render_frame(t, parts.config.detokenizer.image_size) for t in truths]

@@ -29,7 +29,7 @@ from transformers import PreTrainedTokenizerBase
 
 from seed_story.checkpoints.safe_load import load_state_dict_file
 from seed_story.checkpoints.strict import KeyReport, load_strict
-from seed_story.config import ModelConfig, StrictModel
+from seed_story.config import DetokenizerConfig, ModelConfig, StrictModel
 
 FORMAT = "seed-story-checkpoint/1"
 MANIFEST = "seed_story.json"
@@ -110,6 +110,12 @@ def load_part(directory: str | Path, part: str, module: nn.Module) -> KeyReport:
     return load_strict(module, state, what=f"{part} of {directory}")
 
 
+def check_same_vae(detokenizer: DetokenizerConfig, model: DetokenizerConfig, source: str | Path) -> None:
+    """Raise unless ``source``'s de-tokenizer was trained over the model's VAE (it learnt that VAE's latents)."""
+    if detokenizer.vae != model.vae:
+        raise ValueError(f"the de-tokenizer in {source} was trained over another VAE than the model's")
+
+
 def export_checkpoint(
     source: str | Path, target: str | Path, dtype: torch.dtype = torch.float16, *, detokenizer: str | Path | None = None
 ) -> Path:
@@ -131,8 +137,7 @@ def export_checkpoint(
         other = read_manifest(detokenizer)
         if "detokenizer" not in other.parts or "detokenizer" not in manifest.parts:
             raise ValueError(f"both {source} and {detokenizer} must hold a de-tokenizer")
-        if other.model.detokenizer.vae != manifest.model.detokenizer.vae:
-            raise ValueError(f"the de-tokenizer in {detokenizer} was trained over another VAE than {source}'s")
+        check_same_vae(other.model.detokenizer, manifest.model.detokenizer, detokenizer)
         sources["detokenizer"] = Path(detokenizer) / other.parts["detokenizer"]
         model = manifest.model.model_copy(update={"detokenizer": other.model.detokenizer})
         manifest = manifest.model_copy(update={"model": model})

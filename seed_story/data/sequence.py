@@ -166,6 +166,11 @@ def build_tokens(
     return ids, labels, slots & ~in_response, slots & in_response, instruction + response
 
 
+def _check_image_tokens(image_ids: ImageTokenIds, settings: SequenceSettings) -> None:
+    if len(image_ids.image) != settings.num_image_tokens:
+        raise ValueError(f"tokenizer has {len(image_ids.image)} image tokens, settings say {settings.num_image_tokens}")
+
+
 def build_sequence(
     tokenizer: PreTrainedTokenizerBase,
     image_ids: ImageTokenIds,
@@ -187,8 +192,7 @@ def build_sequence(
         sample.input_ids.shape, sample.images.shape  # (L,), (k, 3, 448, 448)
     """
     settings = settings or SequenceSettings()
-    if len(image_ids.image) != settings.num_image_tokens:
-        raise ValueError(f"tokenizer has {len(image_ids.image)} image tokens, settings say {settings.num_image_tokens}")
+    _check_image_tokens(image_ids, settings)
     if length is None:
         if rng is None:
             raise ValueError("build_sequence needs an rng or a length")
@@ -242,8 +246,7 @@ def build_caption_sample(
         sample.embeds_gen_mask  # tensor([True])
     """
     settings = settings or SequenceSettings()
-    if len(image_ids.image) != settings.num_image_tokens:
-        raise ValueError(f"tokenizer has {len(image_ids.image)} image tokens, settings say {settings.num_image_tokens}")
+    _check_image_tokens(image_ids, settings)
     generate = generate or settings.sd_size is not None
     img = image_string(settings.num_image_tokens)
     text = caption + img if generate else img + caption

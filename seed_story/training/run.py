@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from accelerate import PartialState
 
-from seed_story.checkpoints.native import load_part, read_manifest
+from seed_story.checkpoints.native import check_same_vae, load_part, read_manifest
 from seed_story.components import Components, build_random, load_components
 from seed_story.config import ModelConfig
 from seed_story.models.detokenizer import build_detokenizer
@@ -47,8 +47,7 @@ def load_detokenizer(parts: Components, checkpoint: str) -> None:
     never touches it); only the VAE must be the same one, since stage 1 learnt its latents.
     """
     det_cfg = read_manifest(checkpoint).model.detokenizer
-    if det_cfg.vae != parts.config.detokenizer.vae:
-        raise ValueError(f"the de-tokenizer in {checkpoint} was trained over another VAE than the model's")
+    check_same_vae(det_cfg, parts.config.detokenizer, checkpoint)
     parts.detokenizer = build_detokenizer(det_cfg)
     load_part(checkpoint, "detokenizer", parts.detokenizer)
     parts.config = parts.config.model_copy(update={"detokenizer": det_cfg})
