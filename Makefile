@@ -53,14 +53,16 @@ $(MINI)/stage1/final/seed_story.json: $(MINI)/vision/final/seed_story.json $(MIN
 	$(TRAIN_SIDE) stage1 --config configs/train/mini_stage1_late.yaml --resume
 	$(TRAIN_SIDE) stage1 --config configs/train/mini_stage1_longer.yaml --resume
 
-# Stage 2: caption pre-training, story tuning, more story tuning (the committed weights trained these on an H100).
-$(MINI)/stage2_late/final/seed_story.json: $(MINI)/vision/final/seed_story.json $(MINI)/vae/final/seed_story.json \
+# Stage 2: caption pre-training, story tuning, more story tuning, annealing (the committed weights trained these
+# on an H100).
+$(MINI)/stage2_anneal/final/seed_story.json: $(MINI)/vision/final/seed_story.json $(MINI)/vae/final/seed_story.json \
 		$(WORLD)/caption_shards/ingest-report.json
 	$(TRAIN_SIDE) stage2 --config configs/train/mini_stage2_captions.yaml --resume
 	$(TRAIN_SIDE) stage2 --config configs/train/mini_stage2.yaml --resume
 	$(TRAIN_SIDE) stage2 --config configs/train/mini_stage2_late.yaml --resume
+	$(TRAIN_SIDE) stage2 --config configs/train/mini_stage2_anneal.yaml --resume
 
-$(MINI)/stage3/final/seed_story.json: $(MINI)/stage1/final/seed_story.json $(MINI)/stage2_late/final/seed_story.json
+$(MINI)/stage3/final/seed_story.json: $(MINI)/stage1/final/seed_story.json $(MINI)/stage2_anneal/final/seed_story.json
 	$(TRAIN) stage3 --config configs/train/mini_stage3.yaml --resume
 
 train-mini: $(MINI)/stage3/final/seed_story.json

@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-STAGES = ("vision", "vae", "stage1", "stage2_captions", "stage2", "stage2_late", "stage3")
+STAGES = ("vision", "vae", "stage1", "stage2_captions", "stage2", "stage2_late", "stage2_anneal", "stage3")
 
 
 def _device(run: Path, machine: str) -> str:

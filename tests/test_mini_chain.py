@@ -20,7 +20,7 @@ from seed_story.tokenizer import INST, train_bpe_tokenizer
 from seed_story.training import TrainConfig, load_train_config, train
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
-STAGE2_PHASES = ("stage2_captions", "stage2", "stage2_late")
+STAGE2_PHASES = ("stage2_captions", "stage2", "stage2_late", "stage2_anneal")
 
 
 @pytest.mark.parametrize(
@@ -38,13 +38,14 @@ def test_mini_later_phases_only_resume_with_the_named_changes(before: str, after
 
 
 def test_mini_stage2_phases_start_from_each_other() -> None:
-    captions, stories, late = (load_train_config(CONFIGS / f"mini_{n}.yaml") for n in STAGE2_PHASES)
-    assert captions.init == "runs/mini/vision/final" and captions.data.shards == "data/world/caption_shards"
-    assert stories.init == f"{captions.output_dir}/final" and late.init == f"{stories.output_dir}/final"
-    assert stories.data.shards == late.data.shards == "data/world/shards"
-    assert {c.rec_loss for c in (captions, stories, late)} == {"cosine_and_centered"}
+    phases = [load_train_config(CONFIGS / f"mini_{n}.yaml") for n in STAGE2_PHASES]
+    assert phases[0].init == "runs/mini/vision/final" and phases[0].data.shards == "data/world/caption_shards"
+    assert all(later.init == f"{earlier.output_dir}/final" for earlier, later in zip(phases, phases[1:]))
+    assert all(phase.data.shards == "data/world/shards" for phase in phases[1:])
+    assert {phase.rec_loss for phase in phases} == {"cosine_and_centered"}
+    assert all(phase.schedule_steps >= phase.max_steps for phase in phases if phase.schedule_steps)
     stage3 = load_train_config(CONFIGS / "mini_stage3.yaml")
-    assert stage3.init == f"{late.output_dir}/final"
+    assert stage3.init == f"{phases[-1].output_dir}/final"
 
 
 def test_mini_recipe_runs_end_to_end(tmp_path):
@@ -82,7 +83,8 @@ def test_mini_recipe_runs_end_to_end(tmp_path):
     stage1 = run("stage1_longer", out="stage1", steps=6, init=str(vision), vae_init=str(vae))
     captions = run("stage2_captions", init=str(vision), vae_init=str(vae))
     stories = run("stage2", init=str(captions), vae_init=str(vae))
-    stage2 = run("stage2_late", init=str(stories), vae_init=str(vae))
+    late = run("stage2_late", init=str(stories), vae_init=str(vae))
+    stage2 = run("stage2_anneal", init=str(late), vae_init=str(vae))
     final = run("stage3", init=str(stage2), detokenizer_init=str(stage1))
 
     parts = load_components(final)
