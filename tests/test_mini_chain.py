@@ -7,6 +7,7 @@ world -> shards + tokenizer -> vision and vae -> stage 1 and stage 2 -> stage 3 
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def test_mini_later_phases_only_resume_with_the_named_changes(before: str, after
 def test_mini_stage2_phases_start_from_each_other() -> None:
     phases = [load_train_config(CONFIGS / f"mini_{n}.yaml") for n in STAGE2_PHASES]
     assert phases[0].init == "runs/mini/vision/final" and phases[0].data.shards == "data/world/caption_shards"
-    assert all(later.init == f"{earlier.output_dir}/final" for earlier, later in zip(phases, phases[1:]))
+    assert all(later.init == f"{earlier.output_dir}/final" for earlier, later in pairwise(phases))
     assert all(phase.data.shards == "data/world/shards" for phase in phases[1:])
     assert {phase.rec_loss for phase in phases} == {"cosine_and_centered"}
     assert all(phase.schedule_steps >= phase.max_steps for phase in phases if phase.schedule_steps)
