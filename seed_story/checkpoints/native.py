@@ -128,7 +128,7 @@ def export_checkpoint(
 
     Example::
 
-        export_checkpoint("runs/mini/stage2_late/final", "models/seed-story-mini", detokenizer="runs/mini/stage1/final")
+        export_checkpoint("runs/mini/stage2_anneal/final", "out/mini", detokenizer="runs/mini/stage1/final")
     """
     source, target = Path(source), Path(target)
     manifest = read_manifest(source)
