@@ -171,7 +171,7 @@ def test_native_checkpoint_round_trip(release, tmp_path):
 
 
 def test_real_preset_describe_counts():
-    result = runner.invoke(app, ["models", "describe", "--preset", "seed-story-george", "--json"])
+    result = runner.invoke(app, ["presets", "describe", "--preset", "seed-story-george", "--json"])
     assert result.exit_code == 0, result.output
     parts = {p["part"]: p["parameters"] for p in json.loads(result.stdout)["parts"]}
     assert parts["visual tokenizer"] == pytest.approx(1.936e9, rel=1e-3)
@@ -180,5 +180,5 @@ def test_real_preset_describe_counts():
     assert parts["output resampler"] == pytest.approx(69.2e6, rel=1e-3)
     assert parts["LoRA"] == 39_976_960
     assert parts["UNet trainable"] == pytest.approx(545.6e6, rel=1e-3)
-    bad = runner.invoke(app, ["models", "describe", "--preset", "nope"])
-    assert bad.exit_code != 0 and "known presets" in bad.output
+    bad = runner.invoke(app, ["presets", "describe", "--preset", "nope"])
+    assert bad.exit_code != 0 and "known presets" in str(bad.exception)

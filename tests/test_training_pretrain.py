@@ -131,7 +131,7 @@ def test_export_can_take_the_detokenizer_from_another_checkpoint(toy_checkpoint_
     other = build_detokenizer(det_cfg)
     save_checkpoint(tmp_path / "stage1", toy.model_copy(update={"detokenizer": det_cfg}), {"detokenizer": other})
     args = [
-        "models",
+        "checkpoints",
         "export",
         str(toy_checkpoint_dir),
         str(tmp_path / "out"),

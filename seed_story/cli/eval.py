@@ -64,18 +64,12 @@ def eval_run(
 ) -> None:
     """Score a run's story-world stories: character/style consistency, text-image agreement, text coherence."""
     from seed_story.eval.report import evaluate_run
-    from seed_story.storage import ObjectNotFound, S3Settings, StorageError, open_store
+    from seed_story.storage import S3Settings, open_store
 
     if s3_endpoint_url and not store.startswith("s3://"):
         raise typer.BadParameter("--s3-endpoint-url only applies to s3:// stores", param_hint="--s3-endpoint-url")
-    try:
-        objects = open_store(store, S3Settings(endpoint_url=s3_endpoint_url) if s3_endpoint_url else None)
-        report = evaluate_run(objects, run)
-    except (ValueError, ObjectNotFound) as err:
-        raise typer.BadParameter(str(err)) from err
-    except StorageError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from err
+    objects = open_store(store, S3Settings(endpoint_url=s3_endpoint_url) if s3_endpoint_url else None)
+    report = evaluate_run(objects, run)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(report.model_dump_json(indent=2))

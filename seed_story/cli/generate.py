@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from seed_story.cli.output import one_line
+
 if TYPE_CHECKING:  # the flow layer (Prefect) is imported only when a command runs
     from seed_story.batch.records import RunSummary
     from seed_story.storage import ObjectStore
@@ -116,7 +118,7 @@ def generate(
         )  # fmt: skip
         summary = run_night(settings, progress=progress and not as_json)
     except (ValidationError, ManifestError, ValueError) as err:
-        raise typer.BadParameter(str(err)) from err
+        raise typer.BadParameter(one_line(err)) from err
     if as_json:
         typer.echo(summary.model_dump_json(indent=2))
     else:

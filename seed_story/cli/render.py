@@ -22,24 +22,13 @@ def render(
     ),
 ) -> None:
     """Render every complete story of a run and write the run's index.html."""
-    import logging
-
     from seed_story.render import PrintSettings, render_run
-    from seed_story.storage import S3Settings, StorageError, open_store
-
-    logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)  # one line per layout step otherwise
+    from seed_story.storage import S3Settings, open_store
 
     if s3_endpoint_url and not store.startswith("s3://"):
         raise typer.BadParameter("--s3-endpoint-url only applies to s3:// stores", param_hint="--s3-endpoint-url")
-    try:
-        objects = open_store(store, S3Settings(endpoint_url=s3_endpoint_url) if s3_endpoint_url else None)
-        settings = PrintSettings(page_size=page_size, upscale_dpi=upscale_dpi)
-        report = render_run(
-            objects, run, [f.strip() for f in formats.split(",") if f.strip()], settings, self_contained=self_contained
-        )
-    except (ValueError, FileNotFoundError) as err:
-        raise typer.BadParameter(str(err)) from err
-    except StorageError as err:  # the store failed (after retries): report it, but it is not a usage error
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from err
+    objects = open_store(store, S3Settings(endpoint_url=s3_endpoint_url) if s3_endpoint_url else None)
+    settings = PrintSettings(page_size=page_size, upscale_dpi=upscale_dpi)
+    wanted = [f.strip() for f in formats.split(",") if f.strip()]
+    report = render_run(objects, run, wanted, settings, self_contained=self_contained)
     typer.echo(report.model_dump_json(indent=2))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from seed_story.cli.output import one_line
+
 app = typer.Typer(
     help="Train the de-tokenizer (stage1, stage3) or the MLLM (stage2); pre-train a from-scratch ViT or VAE.",
     no_args_is_help=True,
@@ -21,7 +23,7 @@ def _run(stage: str, config: Path, resume: bool) -> None:
     try:
         cfg = load_train_config(config, stage, **({"resume": True} if resume else {}))
     except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--config") from err
+        raise typer.BadParameter(one_line(err), param_hint="--config") from err
     result = train(cfg)
     typer.echo(f"{stage}: {result.steps} steps; checkpoint {result.checkpoint}; metrics {result.metrics_csv}")
 

@@ -1,4 +1,4 @@
-"""``seed-story models``: inspect the architecture presets, export checkpoints."""
+"""``seed-story presets``: the named architecture presets and their parameter counts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from rich.table import Table
 from seed_story.config import ModelConfig
 from seed_story.presets import PRESETS
 
-app = typer.Typer(help="Inspect architecture presets; export checkpoints.", no_args_is_help=True)
+app = typer.Typer(help="Inspect the architecture presets.", no_args_is_help=True)
 
 
 @app.command("list")
@@ -29,10 +29,7 @@ def describe(
     """Parameter count of every part, computed on the meta device (costs no memory)."""
     from seed_story.describe import describe_model
 
-    try:
-        cfg = ModelConfig.from_preset(preset)
-    except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--preset") from err
+    cfg = ModelConfig.from_preset(preset)
     desc = describe_model(cfg)
     if as_json:
         payload = desc.model_dump()
@@ -60,27 +57,3 @@ def _human(n: int) -> str:
         if n >= size:
             return f"{n / size:.2f} {unit}"
     return str(n)
-
-
-@app.command("export")
-def export(
-    source: str = typer.Argument(..., help="A checkpoint folder of this project (has seed_story.json)."),
-    target: str = typer.Argument(..., help="Folder to write."),
-    dtype: str = typer.Option("float16", "--dtype", help="float16, bfloat16 or float32."),
-    detokenizer: str | None = typer.Option(
-        None, "--detokenizer", help="Take the de-tokenizer (and its config) from this checkpoint, e.g. stage 1's."
-    ),
-) -> None:
-    """Copy a checkpoint with its weights stored in another dtype (float16 halves the size)."""
-    import torch
-
-    from seed_story.checkpoints.native import export_checkpoint
-
-    dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
-    if dtype not in dtypes:
-        raise typer.BadParameter(f"choose one of {sorted(dtypes)}", param_hint="--dtype")
-    try:
-        manifest = export_checkpoint(source, target, dtypes[dtype], detokenizer=detokenizer)
-    except (FileNotFoundError, ValueError) as err:
-        raise typer.BadParameter(str(err)) from err
-    typer.echo(f"wrote {manifest.parent} ({dtype})")

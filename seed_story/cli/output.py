@@ -1,0 +1,67 @@
+"""What the commands print: progress, the warnings a user can act on, and a summary.
+
+Third-party INFO chatter (Prefect's task states, fontTools' subsetting, HTTP calls) and the embedded Prefect
+API's telemetry are off unless ``-v`` asks for debug output; an error a user can cause is one line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from pydantic import ValidationError
+
+from seed_story.storage.base import StorageError
+
+# Loggers that speak at INFO about their own internals; one line per font table or layout step otherwise.
+CHATTY = ("httpx", "fontTools", "weasyprint.progress", "prefect", "docket", "uvicorn", "alembic")
+
+# Errors whose message is the whole story for the user: no traceback, even without -v.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, LookupError, ValidationError, StorageError)
+
+
+class OncePerMessage(logging.Filter):
+    """Let each distinct warning through once: WeasyPrint repeats its missing-HarfBuzz warning for every PDF."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[tuple[str, str]] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            return True
+        key = (record.name, record.getMessage())
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        return True
+
+
+def configure_output(verbose: bool) -> None:
+    """Set log levels for a command run; called before any command imports Prefect (it reads its settings then)."""
+    # The embedded API's telemetry heartbeat competes with the flow for the SQLite database ("database is
+    # locked" tracebacks) and would try to reach the internet; a cold first start migrates the database,
+    # which can take longer than Prefect's default 20 s on a busy 2-core machine.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    level = "DEBUG" if verbose else "WARNING"
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", level)
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", level)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if not verbose:
+        handler.addFilter(OncePerMessage())
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[handler], force=True)
+    for name in CHATTY:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as one line a user can act on (pydantic's multi-line report folded into ``field: problem``)."""
+    if isinstance(err, ValidationError):
+        problems = [f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in err.errors()]
+        return f"invalid {err.title}: " + "; ".join(problems)
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, USER_ERRORS):
+        return text
+    return f"{type(err).__name__}: {text} (-v shows the traceback)"
