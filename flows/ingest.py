@@ -12,12 +12,11 @@ Example::
 
 from __future__ import annotations
 
-import re
-
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from seed_story.data.storystream import IngestReport
+from tasks.common import artifact_key
 from tasks.ingest import IngestSettings, ingest_task, publish_task, report_markdown
 
 
@@ -27,6 +26,6 @@ def ingest_storystream(settings: IngestSettings) -> IngestReport:
     report = ingest_task(settings)
     publish_task(settings, report)
     where = f"{settings.open_store().uri.rstrip('/')}/{settings.prefix}"
-    key = re.sub(r"[^a-z0-9-]+", "-", f"ingest-{settings.prefix}".lower()).strip("-")
+    key = artifact_key("ingest", settings.prefix)
     create_markdown_artifact(report_markdown(report, where), key=key, description="StoryStream ingest")
     return report

@@ -10,7 +10,6 @@ are replayed rather than decoded again, drawn pictures are kept.
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -22,11 +21,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
-from seed_story.batch.layout import summary_key
-from seed_story.batch.records import RunSummary, StoryFailure, StoryPlan, now
 from seed_story.batch.summary import summary_markdown
 from seed_story.batch.writing import WriteReport
+from seed_story.runstore.keys import RunKeys
+from seed_story.runstore.records import RunSummary, StoryFailure, StoryPlan, now
 from seed_story.storage import put_model
+from tasks.common import artifact_key
 from tasks.generation import (
     detokenizer_task,
     export_task,
@@ -41,11 +41,6 @@ from tasks.generation import (
 from tasks.settings import NightlySettings
 
 T = TypeVar("T")
-
-
-def artifact_key(*parts: str | None) -> str:
-    """Prefect artifact keys allow only lowercase letters, digits and dashes."""
-    return re.sub(r"[^a-z0-9-]+", "-", "-".join(p for p in parts if p).lower()).strip("-")
 
 
 def chunks(items: Sequence[T], size: int) -> list[list[T]]:
@@ -140,7 +135,7 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
         pictures_drawn=drawn,
         seconds=seconds,
     )
-    put_model(settings.open_store(), summary_key(run_id, settings.part), summary)
+    put_model(settings.open_store(), RunKeys(run_id).summary(settings.part), summary)
     create_markdown_artifact(
         summary_markdown(summary), key=artifact_key("nightly", run_id, settings.part), description="Nightly run"
     )

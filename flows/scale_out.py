@@ -18,11 +18,11 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.nightly_generation import artifact_key
-from seed_story.batch.layout import summary_key
-from seed_story.batch.records import RunSummary, now
 from seed_story.batch.summary import summary_markdown
+from seed_story.runstore.keys import RunKeys
+from seed_story.runstore.records import RunSummary, now
 from seed_story.storage import put_model
+from tasks.common import artifact_key
 from tasks.generation import export_task, render_task
 from tasks.scale_out import merge_task, shard_task
 from tasks.settings import NightlySettings
@@ -86,7 +86,7 @@ def nightly_scale_out(settings: ScaleOutSettings) -> RunSummary:
         render_task(night)
     if night.export_storystream:
         export_task(night)
-    put_model(night.open_store(), summary_key(run_id), summary)
+    put_model(night.open_store(), RunKeys(run_id).summary(), summary)
     create_markdown_artifact(summary_markdown(summary), key=artifact_key("scale-out", run_id), description="Night")
     log.info("run %s over %d shards: %d completed, %d failed", run_id, len(parts), len(summary.completed),
              len(summary.failed))  # fmt: skip

@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import UTC, datetime
 
@@ -25,6 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from seed_story.training.store_sync import run_prefix
+from tasks.common import artifact_key
 from tasks.training import (
     TrainFlowSettings,
     TrainSummary,
@@ -37,11 +37,6 @@ from tasks.training import (
     train_task,
     write_summary_task,
 )
-
-
-def _artifact_key(*parts: str) -> str:
-    """Prefect artifact keys allow only lowercase letters, digits and dashes."""
-    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
 
 
 def _train(stage: str, settings: TrainFlowSettings) -> TrainSummary:
@@ -78,7 +73,7 @@ def _train(stage: str, settings: TrainFlowSettings) -> TrainSummary:
         finished_at=datetime.now(UTC),
     )
     write_summary_task(settings, summary)
-    create_markdown_artifact(summary_markdown(summary), key=_artifact_key("train", stage, run_name),
+    create_markdown_artifact(summary_markdown(summary), key=artifact_key("train", stage, run_name),
                              description=f"Training {stage}")  # fmt: skip
     log.info("%s: %d steps (%d new), final loss %s, weights %s", prefix, summary.steps, summary.new_steps,
              summary.final_loss, final)  # fmt: skip

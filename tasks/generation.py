@@ -6,24 +6,19 @@ They pass records and store keys, never tensors.
 from __future__ import annotations
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
 
 from seed_story.batch.drawing import DrawItem, draw_items, pending_draws
-from seed_story.batch.finishing import export_storystream, fail_story, finish_story
+from seed_story.batch.finishing import export_storystream, finish_stories
 from seed_story.batch.manifest import Manifest
 from seed_story.batch.models import load_pipeline, model_version
 from seed_story.batch.openings import encode_openings
 from seed_story.batch.planning import RunPlan, plan_run
-from seed_story.batch.records import StoryFailure, StoryPlan
 from seed_story.batch.sources import load_manifest
 from seed_story.batch.writing import WriteReport, write_stories
 from seed_story.render.run import RunReport, render_run
-from tasks.retry import STORAGE_BACKOFF, STORAGE_RETRIES, storage_errors_only
+from seed_story.runstore.records import StoryFailure, StoryPlan
+from tasks.common import GPU_TAG, IO_TASK
 from tasks.settings import NightlySettings
-
-GPU_TAG = "gpu"
-IO_TASK = dict(retries=STORAGE_RETRIES, retry_delay_seconds=STORAGE_BACKOFF, retry_condition_fn=storage_errors_only,
-           cache_policy=NO_CACHE)  # fmt: skip
 
 
 @task(name="read-manifest", **IO_TASK)
@@ -77,19 +72,7 @@ def finish_task(
     settings: NightlySettings, plans: list[StoryPlan], failures: list[StoryFailure]
 ) -> tuple[list[str], list[StoryFailure]]:
     """Write sequence + story.json of every finished story; mark failed ones; report the rest as unfinished."""
-    store = settings.open_store()
-    failed = {f.story_id: f for f in failures}
-    completed, unfinished = [], []
-    for plan in plans:
-        if plan.story_id in failed:
-            fail_story(store, plan, failed[plan.story_id])
-        elif finish_story(store, plan) is not None:
-            completed.append(plan.story_id)
-        else:
-            failure = StoryFailure(story_id=plan.story_id, stage="finish", reason="not every step was written/drawn")
-            fail_story(store, plan, failure)
-            unfinished.append(failure)
-    return completed, [*failed.values(), *unfinished]
+    return finish_stories(settings.open_store(), plans, failures)
 
 
 @task(name="render-books", **IO_TASK)

@@ -13,19 +13,15 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from seed_story.data.ingest import REPORT_NAME, expand_jsonl, ingest_storystream
-from seed_story.data.shards import SHARD_SUFFIX
+from seed_story.data.ingest import expand_jsonl, ingest_storystream, publish_shards
 from seed_story.data.storystream import IngestReport
-from seed_story.storage import ObjectStore, S3Settings, check_key, join_key, open_store, publish
-from tasks.retry import STORAGE_BACKOFF, STORAGE_RETRIES, storage_errors_only
-
-_IO = dict(retries=STORAGE_RETRIES, retry_delay_seconds=STORAGE_BACKOFF, retry_condition_fn=storage_errors_only,
-           cache_policy=NO_CACHE)  # fmt: skip
+from seed_story.storage import ObjectStore, check_key
+from tasks.common import IO_TASK, StoreSettings
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(StoreSettings):
     """Which StoryStream release to read and where its shards go.
 
     Example (deployment parameters)::
@@ -34,17 +30,13 @@ class IngestSettings(BaseModel):
                    store: s3://datasets/seed-story, prefix: storystream/george}
     """
 
-    model_config = ConfigDict(extra="forbid")
-
     jsonl: list[str] = Field(description="jsonl files or globs ('**' allowed) on the worker's disk")
     image_dir: str = Field(description="the release's image folder on the worker's disk")
-    store: str = Field(description="store root: a local folder, file:// or s3://bucket/prefix")
     prefix: str = Field("datasets/storystream", description="key prefix of the shards (training's shards_from)")
     chunk_length: int = Field(10, ge=2, description="pictures per chunk (reference: 10)")
     shard_size: int = Field(1000, ge=1, description="chunks per shard")
     row_group_size: int = Field(32, ge=1, description="chunks per row group")
     work_dir: str = Field("work", description="local staging folder for shards bound to a remote store")
-    s3: S3Settings = S3Settings()
 
     @field_validator("jsonl", mode="before")
     @classmethod
@@ -55,9 +47,6 @@ class IngestSettings(BaseModel):
     @classmethod
     def _key_prefix(cls, value: str) -> str:
         return check_key(value.strip("/"))
-
-    def open_store(self) -> ObjectStore:
-        return open_store(self.store, self.s3)
 
     def shard_folder(self, store: ObjectStore) -> Path:
         """Where the shards are written: a local store's own folder, else a staging folder."""
@@ -81,21 +70,18 @@ def ingest_task(settings: IngestSettings) -> IngestReport:
     return report
 
 
-@task(name="publish-shards", **_IO)
+@task(name="publish-shards", **IO_TASK)
 def publish_task(settings: IngestSettings, report: IngestReport) -> list[str]:
     """Upload the shards (report last) unless they are already in the store; delete shards the report does not
     name; returns the store keys of the shards."""
     store = settings.open_store()
     folder = settings.shard_folder(store)
-    keys = publish(store, folder, [*report.shards, REPORT_NAME], settings.prefix)
-    stale = [k for k in store.list(settings.prefix + "/") if k.endswith(SHARD_SUFFIX) and k not in keys]
-    for key in stale:
-        store.delete(key)
+    keys, stale = publish_shards(store, folder, report, settings.prefix)
     if stale:
-        get_run_logger().info("deleted %d shards of an earlier ingest", len(stale))
+        get_run_logger().info("deleted %d shards of an earlier ingest", stale)
     if store.local_path(settings.prefix) is None:
         shutil.rmtree(folder, ignore_errors=True)
-    return [join_key(settings.prefix, name) for name in report.shards]
+    return keys
 
 
 def report_markdown(report: IngestReport, where: str) -> str:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from seed_story.batch.models import ModelSpec
 from seed_story.render.pdf import PrintSettings
-from seed_story.storage import ObjectStore, S3Settings, open_store
+from tasks.common import StoreSettings
 
 
 class RenderOptions(BaseModel):
@@ -21,17 +21,13 @@ class RenderOptions(BaseModel):
     self_contained: bool = False
 
 
-class NightlySettings(BaseModel):
+class NightlySettings(StoreSettings):
     """One night's generation: which manifest, which store, which model, how big the micro-batches are."""
 
-    model_config = ConfigDict(extra="forbid")
-
     manifest: str = Field(description="JSONL/CSV/Parquet manifest: a local path or s3:// URI")
-    store: str = Field(description="store root: a local folder, file:// or s3://bucket/prefix")
     model: ModelSpec
     run_id: str | None = Field(default=None, description="default: today's UTC date, YYYY-MM-DD")
     part: str | None = Field(default=None, description="name of this shard of a scaled-out run")
-    s3: S3Settings = S3Settings()
     encode_batch_size: int = Field(default=16, ge=1, description="opening pictures per tokenizer task")
     write_batch_size: int = Field(default=8, ge=1, description="stories per MLLM task (written as one batch)")
     draw_batch_size: int = Field(default=16, ge=1, description="pictures per de-tokenizer task, across stories")
@@ -44,6 +40,3 @@ class NightlySettings(BaseModel):
             return self.run_id
         scheduled = flow_run.scheduled_start_time if flow_run.get_id() else None
         return (scheduled or datetime.now(UTC)).astimezone(UTC).strftime("%Y-%m-%d")
-
-    def open_store(self) -> ObjectStore:
-        return open_store(self.store, self.s3)

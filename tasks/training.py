@@ -20,22 +20,12 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from seed_story.checkpoints.native import MANIFEST
-from seed_story.storage import (
-    ObjectNotFound,
-    ObjectStore,
-    S3Settings,
-    check_key,
-    get_model,
-    join_key,
-    key_uri,
-    open_store,
-    put_model,
-)
+from seed_story.storage import ObjectNotFound, ObjectStore, check_key, get_model, join_key, key_uri, put_model
 from seed_story.training import TrainConfig, TrainResult, load_train_config, train
-from seed_story.training.config import read_config_file
+from seed_story.training.config import data_values
 from seed_story.training.store_sync import (
     CheckpointPusher,
     mirror,
@@ -44,16 +34,13 @@ from seed_story.training.store_sync import (
     push_metrics,
     sync_checkpoints,
 )
-from tasks.retry import STORAGE_BACKOFF, STORAGE_RETRIES, storage_errors_only
+from tasks.common import GPU_TAG, IO_TASK, StoreSettings
 
-GPU_TAG = "gpu"  # the tag of the generation tasks too: one tag concurrency limit shares the GPUs among both
 SUMMARY = "summary.json"
-_IO = dict(retries=STORAGE_RETRIES, retry_delay_seconds=STORAGE_BACKOFF, retry_condition_fn=storage_errors_only,
-           cache_policy=NO_CACHE)  # fmt: skip
 _RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
-class TrainFlowSettings(BaseModel):
+class TrainFlowSettings(StoreSettings):
     """One training run: which config, which store keeps the run, where the machine works.
 
     Example (deployment parameters)::
@@ -61,10 +48,7 @@ class TrainFlowSettings(BaseModel):
         settings: {config: configs/train/george_stage2.yaml, store: s3://models/seed-story, run_name: george-w48}
     """
 
-    model_config = ConfigDict(extra="forbid")
-
     config: str = Field(description="training config YAML/JSON, relative to the repo root (configs/train/...)")
-    store: str = Field(description="store root: a local folder, file:// or s3://bucket/prefix")
     run_name: str | None = Field(
         None, pattern=_RUN_NAME, description="default: <config stem>-<ISO week of the scheduled start>, e.g. "
         "george_stage2-2026-W48, so a rerun in the same week resumes; set it to continue a run across weeks",
@@ -79,7 +63,6 @@ class TrainFlowSettings(BaseModel):
     shards_from: str | None = Field(None, description="store prefix of StoryStream shards (ingest-storystream)")
     work_dir: str = Field("work", description="local folder for checkpoints, downloads and the trainer's outputs")
     sync_every_s: float = Field(60.0, gt=0, description="how often new checkpoints are pushed while training runs")
-    s3: S3Settings = S3Settings()
 
     @field_validator("init_from", "shards_from")
     @classmethod
@@ -91,9 +74,6 @@ class TrainFlowSettings(BaseModel):
             return self.run_name
         year, week, _ = (when or datetime.now(UTC)).isocalendar()
         return f"{Path(self.config).stem}-{year}-W{week:02d}"
-
-    def open_store(self) -> ObjectStore:
-        return open_store(self.store, self.s3)
 
     def input_folder(self, store: ObjectStore, prefix: str) -> Path:
         """Where the objects under ``prefix`` are read from: a local store's own folder, else a download folder."""
@@ -118,15 +98,6 @@ class TrainSummary(BaseModel):
     finished_at: datetime
 
 
-def data_values(config: str, given: dict[str, Any] | None) -> dict[str, Any]:
-    """The config file's ``data`` with ``given`` keys merged in (replacing it when ``given`` names another kind)."""
-    file = read_config_file(config).get("data") or {}
-    if given is None:
-        return dict(file)
-    same_kind = given.get("kind", file.get("kind", "toy")) == file.get("kind", "toy")
-    return {**file, **given} if same_kind else dict(given)
-
-
 @task(name="load-train-config", cache_policy=NO_CACHE)
 def load_config_task(settings: TrainFlowSettings, stage: str, prefix: str) -> TrainConfig:
     """The config file's stage defaults and keys, the overrides, and local paths: output, init, shards."""
@@ -145,7 +116,7 @@ def load_config_task(settings: TrainFlowSettings, stage: str, prefix: str) -> Tr
     return load_train_config(settings.config, stage, **values)
 
 
-@task(name="finished-run", **_IO)
+@task(name="finished-run", **IO_TASK)
 def finished_run_task(settings: TrainFlowSettings, prefix: str, max_steps: int) -> TrainSummary | None:
     """The stored summary if the run already reached ``max_steps`` (nothing left to do), else None."""
     store = settings.open_store()
@@ -157,7 +128,7 @@ def finished_run_task(settings: TrainFlowSettings, prefix: str, max_steps: int) 
     return summary if done else None
 
 
-@task(name="fetch-inputs", **_IO)
+@task(name="fetch-inputs", **IO_TASK)
 def fetch_inputs_task(settings: TrainFlowSettings) -> int:
     """Download ``init_from`` and ``shards_from`` where the config expects them; returns the files fetched."""
     store = settings.open_store()
@@ -165,7 +136,7 @@ def fetch_inputs_task(settings: TrainFlowSettings) -> int:
     return sum(mirror(store, p, settings.input_folder(store, p)) for p in prefixes)
 
 
-@task(name="pull-checkpoint", **_IO)
+@task(name="pull-checkpoint", **IO_TASK)
 def pull_checkpoint_task(settings: TrainFlowSettings, prefix: str, output_dir: str) -> int | None:
     """Bring the run's newest checkpoint from the store (if newer than the local one); returns its step."""
     step = pull_checkpoint(settings.open_store(), prefix, Path(output_dir))
@@ -182,7 +153,7 @@ def train_task(settings: TrainFlowSettings, cfg: TrainConfig, prefix: str) -> Tr
         return train(cfg)
 
 
-@task(name="push-outputs", **_IO)
+@task(name="push-outputs", **IO_TASK)
 def push_outputs_task(settings: TrainFlowSettings, cfg: TrainConfig, prefix: str) -> str:
     """Push what the store still lacks: checkpoints, metrics, plot, final weights (manifest last); returns the
     final checkpoint's URI."""
@@ -198,7 +169,7 @@ def push_outputs_task(settings: TrainFlowSettings, cfg: TrainConfig, prefix: str
     return key_uri(store, final)
 
 
-@task(name="write-train-summary", **_IO)
+@task(name="write-train-summary", **IO_TASK)
 def write_summary_task(settings: TrainFlowSettings, summary: TrainSummary) -> str:
     store = settings.open_store()
     put_model(store, key := join_key(summary.prefix, SUMMARY), summary)

@@ -16,7 +16,7 @@ from seed_story.cli.main import app
 from seed_story.data.dataset import StoryStreamDataset
 from seed_story.data.ingest import ingest_storystream
 from seed_story.data.sequence import SequenceSettings, collate
-from seed_story.data.shards import SHARD_SCHEMA, LocalStore, read_chunks, write_shards
+from seed_story.data.shards import SHARD_SCHEMA, ShardFolder, read_chunks, write_shards
 from seed_story.data.storystream import IngestReport, StoryChunk, read_storystream
 from seed_story.tokenizer import build_byte_tokenizer
 
@@ -101,7 +101,7 @@ def test_ingest_counts_and_reports_every_problem(release, tmp_path):
 def test_parquet_round_trip_and_atomic_names(release, tmp_path):
     jsonl, image_dir = release
     chunks = list(read_storystream([jsonl], image_dir, IngestReport()))
-    store = LocalStore(tmp_path / "out")
+    store = ShardFolder(tmp_path / "out")
     names = write_shards(chunks, store, shard_size=3, row_group_size=2)
     assert names == store.names() == ["shard-00000.parquet", "shard-00001.parquet"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == names  # no temporary file left behind

@@ -19,7 +19,7 @@ from seed_story.data.storyworld_spec import SLOTS, STYLES, WORLD, styled
 from seed_story.eval.captions import parse_caption
 from seed_story.eval.detect import detect_frame
 from seed_story.eval.metrics import METRICS, Scores, judge_story
-from seed_story.render.records import StoryRecord, StoryStep
+from seed_story.runstore import StoredStep, StoryRecord
 
 
 def degrade(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -133,7 +133,7 @@ def write_run(root: Path, run_id: str, stories: list[tuple[str, list[tuple[str, 
     for story_id, frames in stories:
         folder = root / "runs" / run_id / story_id
         folder.mkdir(parents=True)
-        steps = [StoryStep(index=i, text=t, image=f"step_{i:02d}.png") for i, (t, _) in enumerate(frames[1:], 1)]
+        steps = [StoredStep(index=i, text=t, image=f"step_{i:02d}.png") for i, (t, _) in enumerate(frames[1:], 1)]
         record = StoryRecord(
             story_id=story_id, title=story_id, opening_text=frames[0][0], opening_image="opening.png", steps=steps
         )

@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 from flows.nightly_generation import nightly_generation
-from seed_story.batch.layout import StoryKeys
-from seed_story.batch.records import DrawRecord, StepRecord
-from seed_story.render.records import StoryRecord
+from seed_story.runstore.keys import StoryKeys
+from seed_story.runstore.records import DrawRecord, StepRecord, StoryRecord
 from seed_story.storage import get_model, open_store
 from tests.nightly_support import good_rows, nightly_settings, write_jsonl
 

@@ -10,14 +10,13 @@ import pytest
 from prefect import flow, task
 
 from flows.nightly_generation import nightly_generation
-from seed_story.batch.finishing import SEQUENCE_SCHEMA
-from seed_story.batch.layout import StoryKeys, summary_key
 from seed_story.batch.manifest import ManifestError
 from seed_story.batch.models import _pipeline
-from seed_story.batch.records import RunSummary, StepRecord
-from seed_story.render.records import StoryRecord
+from seed_story.runstore.keys import RunKeys, StoryKeys
+from seed_story.runstore.records import RunSummary, StepRecord, StoryRecord
+from seed_story.runstore.sequence import SEQUENCE_SCHEMA
 from seed_story.storage import S3Settings, StorageError, get_model, open_store
-from tasks.retry import storage_errors_only
+from tasks.common import storage_errors_only
 from tests.nightly_support import good_rows, nightly_settings, write_jsonl
 
 
@@ -55,7 +54,7 @@ def test_five_stories_into_s3(prefect_api, toy_checkpoint_dir, s3_bucket, tmp_pa
         if "texts" in row:
             assert [s.text for s in record.steps] == row["texts"]
     assert store.exists("runs/night-1/index.html") and store.exists("runs/night-1/manifests/night.jsonl")
-    assert get_model(store, summary_key("night-1"), RunSummary).completed == summary.completed
+    assert get_model(store, RunKeys("night-1").summary(), RunSummary).completed == summary.completed
     exported = store.get_bytes("runs/night-1/storystream.jsonl").decode().splitlines()
     assert {json.loads(line)["id"] for line in exported} == {r["story_id"] for r in rows}
     # Everything is stored under the prefix; nothing else in the bucket.

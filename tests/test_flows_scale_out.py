@@ -19,9 +19,8 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from flows.nightly_generation import nightly_generation
 from flows.scale_out import ScaleOutSettings, nightly_scale_out
-from seed_story.batch.layout import StoryKeys
-from seed_story.batch.records import StepRecord
-from seed_story.render.records import StoryRecord
+from seed_story.runstore.keys import StoryKeys
+from seed_story.runstore.records import StepRecord, StoryRecord
 from seed_story.storage import get_model, open_store
 from tests.nightly_support import good_rows, nightly_settings, write_jsonl
 

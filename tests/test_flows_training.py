@@ -27,7 +27,7 @@ from seed_story.storage import LocalObjectStore, S3Settings, get_model, open_sto
 from seed_story.training.store_sync import CheckpointPusher, pull_checkpoint, sync_checkpoints
 from seed_story.training.trainer import STATE_FILE
 from tasks.ingest import IngestSettings
-from tasks.training import TrainFlowSettings, TrainSummary, data_values
+from tasks.training import TrainFlowSettings, TrainSummary
 
 STAGE2 = "configs/train/tiny_stage2.yaml"
 
@@ -155,12 +155,6 @@ def test_pusher_pushes_each_new_checkpoint_while_training_runs(tmp_path):
             time.sleep(0.02)
         assert store.exists(marker)  # pushed by the thread, before the context ends
     assert store.get_bytes(f"{prefix}/metrics.jsonl") == b'{"step": 1, "loss": 1.0}\n'  # complete lines only
-
-
-def test_data_overrides_merge_into_the_files_data():
-    assert data_values(STAGE2, {"batch_size": 2}) == {"kind": "toy", "batch_size": 2, "min_scenes": 2, "max_scenes": 4}
-    assert data_values(STAGE2, {"kind": "storystream", "shards": "s"}) == {"kind": "storystream", "shards": "s"}
-    assert data_values(STAGE2, None)["batch_size"] == 4
 
 
 def _release(root: Path) -> tuple[str, Path]:

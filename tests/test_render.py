@@ -10,9 +10,11 @@ from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from seed_story.cli.main import app
-from seed_story.render import LocalStore, StoryRecord, StoryStep, render_book_html, render_run
+from seed_story.render import render_book_html, render_run
 from seed_story.render.demo import demo_record, write_story
 from seed_story.render.templating import TEMPLATES_DIR, environment
+from seed_story.runstore import StoredStep, StoryRecord
+from seed_story.storage import open_store
 
 PAYLOADS = ["<script>alert(1)</script>", '<img src=x onerror="alert(2)">', '<a href="javascript:alert(3)">x</a>']
 
@@ -21,7 +23,7 @@ def hostile_record(story_id: str = "evil") -> StoryRecord:
     return StoryRecord(
         story_id=story_id, title=PAYLOADS[0], author=PAYLOADS[1], opening_text=PAYLOADS[2],
         opening_image="opening.png",
-        steps=[StoryStep(index=i + 1, text=p, image=f"step_{i + 1:02d}.png") for i, p in enumerate(PAYLOADS)],
+        steps=[StoredStep(index=i + 1, text=p, image=f"step_{i + 1:02d}.png") for i, p in enumerate(PAYLOADS)],
     )  # fmt: skip
 
 
@@ -44,14 +46,14 @@ def test_every_template_parses():
 @pytest.mark.parametrize("bad", ["../x.png", "/etc/passwd.png", "a/b.png", "x.svg", "http://e.com/x.png"])
 def test_records_refuse_paths_and_foreign_images(bad):
     with pytest.raises(ValidationError):
-        StoryStep(index=1, text="t", image=bad)
+        StoredStep(index=1, text="t", image=bad)
 
 
 def test_failed_story_needs_a_reason_and_steps_are_numbered():
     with pytest.raises(ValidationError, match="failure_reason"):
         StoryRecord(story_id="s", title="t", status="failed")
     with pytest.raises(ValidationError, match="numbered"):
-        StoryRecord(story_id="s", title="t", opening_image="o.png", steps=[StoryStep(index=2, text="", image="a.png")])
+        StoryRecord(story_id="s", title="t", opening_image="o.png", steps=[StoredStep(index=2, text="", image="a.png")])
 
 
 def test_user_text_is_escaped_everywhere(tmp_path):
@@ -94,14 +96,14 @@ def test_render_run_writes_books_and_gallery_with_failures(tmp_path):
     write_story(run / "evil", hostile_record())
     failed = StoryRecord(story_id="b", title="Broken", status="failed", failure_reason="<b>GPU out of memory</b>")
     write_story(run / "b", failed)
-    report = render_run(LocalStore(tmp_path), "r1", formats=["html"])
+    report = render_run(open_store(str(tmp_path)), "r1", formats=["html"])
     assert report.rendered == ["a", "evil"] and report.failed == ["b"]
     index = (run / "index.html").read_text()
     assert 'href="a/book.html"' in index and 'src="a/opening.png"' in index
     assert "&lt;b&gt;GPU out of memory&lt;/b&gt;" in index and "<script" not in index
     assert not (run / "b" / "book.html").exists()
     first = {p: p.read_bytes() for p in run.rglob("*.html")}
-    render_run(LocalStore(tmp_path), "r1", formats=["html"])
+    render_run(open_store(str(tmp_path)), "r1", formats=["html"])
     assert first == {p: p.read_bytes() for p in run.rglob("*.html")}
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from seed_story.cli.main import app
-from seed_story.render import StoryRecord, render_run
+from seed_story.render import render_run
 from seed_story.render.demo import demo_record, write_story
+from seed_story.runstore import StoryRecord
 from seed_story.storage import LocalObjectStore, S3ObjectStore, S3Settings, upload
 from tests.conftest import S3Bucket
 

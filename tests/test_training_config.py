@@ -11,7 +11,7 @@ import yaml
 from accelerate.commands.config.config_args import ClusterConfig
 from pydantic import ValidationError
 
-from seed_story.training.config import TrainConfig, load_train_config
+from seed_story.training.config import TrainConfig, data_values, load_train_config
 from seed_story.training.schedule import build_lr_scheduler, cosine_factor
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -79,3 +79,17 @@ def test_every_accelerate_config_file_parses(path: Path) -> None:
     cluster = ClusterConfig.from_yaml_file(str(path))
     assert str(cluster.distributed_type).endswith(raw["distributed_type"])
     assert cluster.mixed_precision == "bf16"
+
+
+def test_data_overrides_merge_into_the_files_data():
+    assert data_values("configs/train/tiny_stage2.yaml", {"batch_size": 2}) == {
+        "kind": "toy",
+        "batch_size": 2,
+        "min_scenes": 2,
+        "max_scenes": 4,
+    }
+    assert data_values("configs/train/tiny_stage2.yaml", {"kind": "storystream", "shards": "s"}) == {
+        "kind": "storystream",
+        "shards": "s",
+    }
+    assert data_values("configs/train/tiny_stage2.yaml", None)["batch_size"] == 4

@@ -7,9 +7,10 @@ import time
 
 from pydantic import BaseModel
 
-from seed_story.batch.layout import StoryKeys
-from seed_story.batch.records import DrawRecord, StoryPlan, WritingDone, features_from_bytes, png_bytes
+from seed_story.batch.codecs import features_from_bytes, png_bytes
 from seed_story.generation.pipeline import StoryPipeline
+from seed_story.runstore.keys import StoryKeys
+from seed_story.runstore.records import DrawRecord, StoryPlan, WritingDone
 from seed_story.storage import ObjectStore, get_model, put_model
 
 logger = logging.getLogger(__name__)

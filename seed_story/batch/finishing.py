@@ -8,28 +8,20 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from seed_story.batch.layout import StoryKeys, export_key, opening_image_name, run_prefix, step_image_name
-from seed_story.batch.records import DrawRecord, StepRecord, StoryFailure, StoryPlan, WritingDone
 from seed_story.batch.writing import stored_steps
-from seed_story.render.records import StoryRecord, StoryStep
+from seed_story.runstore.keys import OPENING_IMAGE, RunKeys, StoryKeys, step_image_name, story_id_of
+from seed_story.runstore.records import (
+    DrawRecord,
+    StepRecord,
+    StoredStep,
+    StoryFailure,
+    StoryPlan,
+    StoryRecord,
+    WritingDone,
+)
+from seed_story.runstore.sequence import SEQUENCE_SCHEMA
 from seed_story.storage import ObjectStore, get_model, put_model
 from seed_story.tokenizer import INST
-
-# One row per step; step 0 is the opening (its text is the opening text, its picture the given one).
-SEQUENCE_SCHEMA = pa.schema([
-    pa.field("story_id", pa.string(), nullable=False),
-    pa.field("step", pa.int32(), nullable=False),
-    pa.field("text", pa.string(), nullable=False),
-    pa.field("image_key", pa.string(), nullable=False),
-    pa.field("feature_key", pa.string(), nullable=False),
-    pa.field("model_version", pa.string(), nullable=False),
-    pa.field("seed", pa.int64(), nullable=False),
-    pa.field("settings", pa.string(), nullable=False),  # JSON: writer (sampling, sink) + draw settings
-    pa.field("token_count", pa.int32(), nullable=False),
-    pa.field("write_seconds", pa.float64(), nullable=False),
-    pa.field("draw_seconds", pa.float64(), nullable=False),
-    pa.field("attempt", pa.string(), nullable=False),  # the run attempt that wrote the step
-])  # fmt: skip
 
 
 def display_text(text: str) -> str:
@@ -57,8 +49,8 @@ def finish_story(store: ObjectStore, plan: StoryPlan) -> StoryRecord | None:
         author=row.author,
         style=row.style,
         opening_text=row.text,
-        opening_image=opening_image_name(),
-        steps=[StoryStep(index=s.step, text=display_text(s.text), image=step_image_name(s.step)) for s in steps],
+        opening_image=OPENING_IMAGE,
+        steps=[StoredStep(index=s.step, text=display_text(s.text), image=step_image_name(s.step)) for s in steps],
     )
     put_model(store, keys.story, record)
     return record
@@ -77,6 +69,25 @@ def fail_story(store: ObjectStore, plan: StoryPlan, failure: StoryFailure) -> No
     put_model(store, StoryKeys(plan.run_id, plan.story_id).story, record)
 
 
+def finish_stories(
+    store: ObjectStore, plans: list[StoryPlan], failures: list[StoryFailure]
+) -> tuple[list[str], list[StoryFailure]]:
+    """Finish every story that is whole, mark failed ones; a story left unfinished is failed too (the next attempt
+    takes it up again). Returns the completed story ids and the failures."""
+    failed = {f.story_id: f for f in failures}
+    completed, unfinished = [], []
+    for plan in plans:
+        if plan.story_id in failed:
+            fail_story(store, plan, failed[plan.story_id])
+        elif finish_story(store, plan) is not None:
+            completed.append(plan.story_id)
+        else:
+            failure = StoryFailure(story_id=plan.story_id, stage="finish", reason="not every step was written/drawn")
+            fail_story(store, plan, failure)
+            unfinished.append(failure)
+    return completed, [*failed.values(), *unfinished]
+
+
 def _sequence_parquet(plan: StoryPlan, steps: list[StepRecord], draws: list[DrawRecord]) -> bytes:
     keys = StoryKeys(plan.run_id, plan.story_id)
     settings = json.dumps(plan.settings, sort_keys=True)
@@ -93,18 +104,13 @@ def _sequence_parquet(plan: StoryPlan, steps: list[StepRecord], draws: list[Draw
     return buffer.getvalue()
 
 
-def read_sequence(store: ObjectStore, run_id: str, story_id: str) -> pa.Table:
-    """A finished story's sequence table (``SEQUENCE_SCHEMA``)."""
-    return pq.read_table(io.BytesIO(store.get_bytes(StoryKeys(run_id, story_id).sequence)))
-
-
 def export_storystream(store: ObjectStore, run_id: str) -> tuple[str, int]:
     """Write the run's finished stories as StoryStream jsonl (image paths relative to the run folder), so
     ``seed-story data ingest-storystream`` can turn them into training shards. Returns (key, stories)."""
-    prefix = run_prefix(run_id) + "/"
+    run = RunKeys(run_id)
     lines = []
-    for key in store.list(prefix):
-        if not key.endswith("/story.json") or key.count("/") != 3:
+    for key in store.list(run.prefix + "/"):
+        if story_id_of(key, run_id) is None:
             continue
         record = get_model(store, key, StoryRecord)
         if record.status != "complete":
@@ -112,6 +118,6 @@ def export_storystream(store: ObjectStore, run_id: str) -> tuple[str, int]:
         images = [f"{record.story_id}/{name}" for name in record.image_files()]
         captions = [record.opening_text, *(s.text for s in record.steps)]
         lines.append(json.dumps({"id": record.story_id, "images": images, "captions": captions}, ensure_ascii=False))
-    key = export_key(run_id)
+    key = run.export
     store.put_bytes(key, ("\n".join(lines) + "\n").encode() if lines else b"", content_type="application/jsonl")
     return key, len(lines)

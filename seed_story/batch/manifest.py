@@ -13,12 +13,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 import pyarrow.parquet as pq
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError
 
 from seed_story.config import StrictModel
-from seed_story.generation.pipeline import MAX_STEPS
-from seed_story.generation.settings import SamplingSettings
-from seed_story.render.records import check_safe_name
+from seed_story.runstore.records import ManifestProblem, ManifestRow
 
 ManifestFormat = Literal["jsonl", "csv", "parquet"]
 _SUFFIXES: dict[str, ManifestFormat] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -30,70 +28,9 @@ class ManifestError(ValueError):
     """The manifest as a whole cannot be used (unreadable, unknown format, duplicate story ids)."""
 
 
-class ManifestRow(StrictModel):
-    """One story to generate.
-
-    ``image`` is a local path, a ``file://`` or ``s3://`` URI, or a path relative to the manifest's folder.
-    ``texts`` given: illustrate those texts (one picture each) instead of writing ``steps`` steps.
-    """
-
-    story_id: str
-    image: str = Field(min_length=1)
-    text: str = Field(min_length=1, description="opening text")
-    texts: list[str] | None = None
-    steps: int = Field(default=25, ge=1, le=MAX_STEPS)
-    seed: int = 0
-    sampling: SamplingSettings | None = Field(default=None, description="None: the run's sampling settings")
-    title: str | None = None
-    author: str = ""
-    style: str = ""
-
-    @field_validator("story_id")
-    @classmethod
-    def _story_id(cls, v: str) -> str:
-        return check_safe_name(v, "story_id")
-
-    @field_validator("text")
-    @classmethod
-    def _text(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("opening text is blank")
-        return v
-
-    @field_validator("image")
-    @classmethod
-    def _image(cls, v: str) -> str:
-        if "://" in v and not v.startswith(("s3://", "file://")):
-            raise ValueError(f"image must be a local path, file:// or s3:// URI (got {v!r}); URLs are not fetched")
-        return v
-
-    @model_validator(mode="after")
-    def _texts(self) -> ManifestRow:
-        if self.texts is not None:
-            if not self.texts or any(not t.strip() for t in self.texts):
-                raise ValueError("texts must be a non-empty list of non-blank texts")
-            if len(self.texts) > MAX_STEPS:
-                raise ValueError(f"at most {MAX_STEPS} texts, got {len(self.texts)}")
-        return self
-
-    @property
-    def num_steps(self) -> int:
-        return len(self.texts) if self.texts is not None else self.steps
-
-    @property
-    def book_title(self) -> str:
-        return self.title or self.text.split(".")[0][:80]
-
-
 class ManifestEntry(StrictModel):
     line: int = Field(description="1-based line (JSONL/CSV) or row (Parquet) number")
     row: ManifestRow
-
-
-class ManifestProblem(StrictModel):
-    line: int
-    story_id: str | None = None
-    reason: str
 
 
 class Manifest(StrictModel):

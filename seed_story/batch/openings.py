@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from seed_story.batch.layout import StoryKeys
-from seed_story.batch.records import StoryFailure, StoryPlan, features_to_bytes, png_bytes
+from seed_story.batch.codecs import features_to_bytes, png_bytes
 from seed_story.batch.sources import read_uri_bytes
 from seed_story.generation.pipeline import StoryPipeline, load_image
+from seed_story.runstore.keys import StoryKeys
+from seed_story.runstore.records import StoryFailure, StoryPlan
 from seed_story.storage import ObjectStore, S3Settings
 
 logger = logging.getLogger(__name__)

@@ -7,11 +7,10 @@ from pathlib import PurePosixPath
 
 from pydantic import BaseModel, Field
 
-from seed_story.batch.layout import StoryKeys, manifest_copy_key
-from seed_story.batch.manifest import Manifest, ManifestRow
+from seed_story.batch.manifest import Manifest
 from seed_story.batch.models import ModelSpec
-from seed_story.batch.records import StoryFailure, StoryPlan
-from seed_story.render.records import StoryRecord
+from seed_story.runstore.keys import RunKeys, StoryKeys
+from seed_story.runstore.records import ManifestRow, StoryFailure, StoryPlan, StoryRecord
 from seed_story.storage import ObjectStore, get_model, put_model
 
 logger = logging.getLogger(__name__)
@@ -64,7 +63,7 @@ def plan_run(
     A story folder that was started with a different row, model or settings is not touched: it is reported
     as failed ("conflict") so that a changed manifest never mixes two versions of one story.
     """
-    store.put_bytes(manifest_copy_key(run_id, PurePosixPath(manifest.source).name), manifest_bytes)
+    store.put_bytes(RunKeys(run_id).manifest_copy(PurePosixPath(manifest.source).name), manifest_bytes)
     plan = RunPlan(run_id=run_id, model_version=version, pending=[])
     for entry in manifest.entries:
         wanted = story_plan(run_id, entry.line, entry.row, manifest.folder, spec, version)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from seed_story.batch.layout import run_prefix
+from seed_story.runstore.keys import RunKeys, story_id_of
 from seed_story.storage import ObjectStore
 
 _STEP = re.compile(r"/work/step_\d+\.json$")
@@ -21,10 +21,9 @@ class RunProgress:
 
 def run_progress(store: ObjectStore, run_id: str) -> RunProgress:
     """Counts of written steps, drawn pictures and stories with a ``story.json`` (one listing of the run)."""
-    prefix = run_prefix(run_id) + "/"
-    keys = store.list(prefix)
+    keys = store.list(RunKeys(run_id).prefix + "/")
     return RunProgress(
         steps_written=sum(bool(_STEP.search(k)) for k in keys),
         pictures_drawn=sum(bool(_DRAWN.search(k)) for k in keys),
-        stories_finished=sum(k.count("/") == 3 and k.endswith("/story.json") for k in keys),
+        stories_finished=sum(story_id_of(k, run_id) is not None for k in keys),
     )

@@ -12,19 +12,12 @@ from contextlib import contextmanager
 
 from pydantic import BaseModel, Field
 
-from seed_story.batch.layout import StoryKeys
-from seed_story.batch.records import (
-    StepRecord,
-    StoryFailure,
-    StoryPlan,
-    WritingDone,
-    encode_generator_state,
-    features_from_bytes,
-    features_to_bytes,
-)
+from seed_story.batch.codecs import encode_generator_state, features_from_bytes, features_to_bytes, generator_state
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.generation.records import ResumeStep, StoryRequest, WrittenStep
 from seed_story.generation.settings import WriterSettings
+from seed_story.runstore.keys import StoryKeys
+from seed_story.runstore.records import StepRecord, StoryFailure, StoryPlan, WritingDone
 from seed_story.storage import ObjectStore, get_model, put_model
 
 logger = logging.getLogger(__name__)
@@ -48,7 +41,7 @@ def stored_steps(store: ObjectStore, keys: StoryKeys) -> list[StepRecord]:
 def _request(store: ObjectStore, plan: StoryPlan, steps: list[StepRecord]) -> StoryRequest:
     keys = StoryKeys(plan.run_id, plan.story_id)
     resume = [
-        ResumeStep(s.text, features_from_bytes(store.get_bytes(s.feature_key)), s.generator_tensor(), s.token_ids)
+        ResumeStep(s.text, features_from_bytes(store.get_bytes(s.feature_key)), generator_state(s), s.token_ids)
         for s in steps
     ]
     row = plan.row

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from seed_story.cli.output import one_line
 
 if TYPE_CHECKING:  # the flow layer (Prefect) is imported only when a command runs
-    from seed_story.batch.records import RunSummary
+    from seed_story.runstore.records import RunSummary
     from seed_story.storage import ObjectStore
     from tasks.settings import NightlySettings
 

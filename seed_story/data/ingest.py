@@ -9,8 +9,9 @@ import glob
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from seed_story.data.shards import ShardStore, as_store, write_shards
+from seed_story.data.shards import SHARD_SUFFIX, ShardStore, as_store, write_shards
 from seed_story.data.storystream import IngestReport, StoryChunk, read_storystream
+from seed_story.storage import ObjectStore, join_key, publish
 
 REPORT_NAME = "ingest-report.json"
 
@@ -52,3 +53,14 @@ def ingest_storystream(
     report.shards = write_shards(counted(), store, shard_size=shard_size, row_group_size=row_group_size)
     store.put(REPORT_NAME, report.model_dump_json(indent=2).encode())
     return report
+
+
+def publish_shards(store: ObjectStore, folder: Path, report: IngestReport, prefix: str) -> tuple[list[str], int]:
+    """Upload an ingest's shards from ``folder`` under ``prefix`` (the report last, so readers never see a
+    half-published dataset) unless they are there already, then delete shards of an earlier, larger ingest that
+    this one did not rewrite. Returns the shards' keys and how many stale shards went."""
+    keys = publish(store, folder, [*report.shards, REPORT_NAME], prefix)
+    stale = [k for k in store.list(prefix + "/") if k.endswith(SHARD_SUFFIX) and k not in keys]
+    for key in stale:
+        store.delete(key)
+    return [join_key(prefix, name) for name in report.shards], len(stale)

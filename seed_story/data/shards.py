@@ -56,14 +56,14 @@ class ShardStore(Protocol):
     def open(self, name: str) -> BinaryIO: ...
 
 
-class LocalStore:
+class ShardFolder:
     """A folder; ``put`` writes a temporary name then renames, so a reader never sees half a shard."""
 
     def __init__(self, directory: str | Path) -> None:
         self.directory = Path(directory)
 
     def __repr__(self) -> str:
-        return f"LocalStore({str(self.directory)!r})"
+        return f"ShardFolder({str(self.directory)!r})"
 
     def put(self, name: str, data: bytes) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -108,7 +108,7 @@ class ShardUnion:
         if source.is_file():
             return [source]
         if source.is_dir():
-            return [source / n for n in LocalStore(source).names()]
+            return [source / n for n in ShardFolder(source).names()]
         raise FileNotFoundError(f"no shard folder or file at {source}")
 
     def names(self) -> list[str]:
@@ -124,7 +124,7 @@ def as_store(store: ShardStore | str | Path | list[str]) -> ShardStore:
     """A store for a folder, a list of folders and shard files (a :class:`ShardUnion`), or a store itself."""
     if isinstance(store, list):
         return ShardUnion(store)
-    return LocalStore(store) if isinstance(store, str | Path) else store
+    return ShardFolder(store) if isinstance(store, str | Path) else store
 
 
 def chunks_to_table(chunks: list[StoryChunk]) -> pa.Table:

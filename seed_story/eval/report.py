@@ -19,8 +19,7 @@ from pydantic import Field
 from seed_story.config import StrictModel
 from seed_story.eval.detect import detect_frame
 from seed_story.eval.metrics import Scores, score_story
-from seed_story.render.records import StoryRecord
-from seed_story.render.store import StoryStore
+from seed_story.runstore import StoryKeys, StoryRecord, StoryStore
 from seed_story.storage import ObjectStore
 
 
@@ -46,7 +45,7 @@ class EvalReport(StrictModel):
 
 def story_frames(stories: StoryStore, run_id: str, record: StoryRecord) -> list[tuple[str, Image.Image]]:
     """``(text, picture)`` of the opening and of every step, in story order."""
-    prefix = stories.story_key(run_id, record.story_id)
+    prefix = StoryKeys(run_id, record.story_id).prefix
     texts = [record.opening_text] + [s.text for s in record.steps]
     frames = []
     for text, name in zip(texts, record.image_files(), strict=True):

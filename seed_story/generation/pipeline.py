@@ -20,12 +20,11 @@ from PIL import Image, UnidentifiedImageError
 
 from seed_story.components import Components, load_components
 from seed_story.generation.records import StoryOutput, StoryRequest, StoryStep, WrittenStep, WrittenStory
-from seed_story.generation.settings import DrawSettings, WriterSettings
+from seed_story.generation.settings import DrawSettings, WriterSettings, check_story_texts
 from seed_story.generation.writer import StoryWriter
 from seed_story.models.detokenizer import ImageDrawer
 from seed_story.models.visual_tokenizer import image_transform_batch
 
-MAX_STEPS = 200
 ImageInput = Image.Image | str | Path | bytes
 
 
@@ -106,18 +105,7 @@ class StoryPipeline:
     # -- 1. inputs -------------------------------------------------------------------------------------
     def check_inputs(self, story: StoryInput) -> Image.Image:
         """Validate one story's input; returns its opening picture. Raises ``ValueError`` with the fix."""
-        if not isinstance(story.text, str) or not story.text.strip():
-            raise ValueError("opening text is empty: give the first sentence of the story")
-        if story.texts is not None:
-            if not story.texts:
-                raise ValueError("texts is an empty list: give at least one text to illustrate, or None to write")
-            blank = [i for i, t in enumerate(story.texts) if not isinstance(t, str) or not t.strip()]
-            if blank:
-                raise ValueError(f"texts to illustrate must not be empty (empty at positions {blank})")
-            if len(story.texts) > MAX_STEPS:
-                raise ValueError(f"at most {MAX_STEPS} texts can be illustrated, got {len(story.texts)}")
-        elif not 1 <= story.num_steps <= MAX_STEPS:
-            raise ValueError(f"num_steps must be between 1 and {MAX_STEPS}, got {story.num_steps}")
+        check_story_texts(story.text, story.texts, story.num_steps)
         return load_image(story.image)
 
     # -- 2. encode -------------------------------------------------------------------------------------

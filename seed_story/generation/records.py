@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from PIL import Image
 
-StopReason = Literal["steps", "eos_without_image", "max_new_tokens", "texts_exhausted"]
+from seed_story.generation.settings import StopReason
 
 
 @dataclass

@@ -2,9 +2,36 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from seed_story.config import StrictModel
+
+# Stories run up to 25 steps in the paper (trained on 10); the cap only stops a typo from asking for a
+# thousand pictures.
+MAX_STEPS = 200
+
+StopReason = Literal["steps", "eos_without_image", "max_new_tokens", "texts_exhausted"]
+
+
+def check_story_texts(text: str, texts: list[str] | None, num_steps: int) -> None:
+    """Raise ``ValueError`` saying what to fix unless a story's opening text and step count (or texts) are usable.
+
+    The one check behind both the pipeline's inputs and a manifest's rows.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("opening text is empty (blank): give the first sentence of the story")
+    if texts is not None:
+        if not texts:
+            raise ValueError("texts is an empty list: give at least one text to illustrate, or None to write")
+        blank = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+        if blank:
+            raise ValueError(f"texts to illustrate must not be empty (empty at positions {blank})")
+        if len(texts) > MAX_STEPS:
+            raise ValueError(f"at most {MAX_STEPS} texts can be illustrated, got {len(texts)}")
+    elif not 1 <= num_steps <= MAX_STEPS:
+        raise ValueError(f"num_steps must be between 1 and {MAX_STEPS}, got {num_steps}")
 
 
 class SamplingSettings(StrictModel):

@@ -22,8 +22,8 @@ from seed_story.generation.decoder import LlamaDecoder, merge_lora_for_inference
 from seed_story.generation.kv import StoryKV
 from seed_story.generation.layout import RowLayout
 from seed_story.generation.logits import choose_tokens, forced_continuation
-from seed_story.generation.records import ResumeStep, StopReason, StoryRequest, WrittenStep, WrittenStory
-from seed_story.generation.settings import WriterSettings
+from seed_story.generation.records import ResumeStep, StoryRequest, WrittenStep, WrittenStory
+from seed_story.generation.settings import StopReason, WriterSettings
 from seed_story.interleave import image_slot_mask
 from seed_story.models.mllm import SeedStoryMLLM
 from seed_story.tokenizer import INST, ImageTokenIds, image_string

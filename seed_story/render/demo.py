@@ -6,8 +6,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from seed_story.render.records import StoryRecord, StoryStep
-from seed_story.render.store import STORY_FILE
+from seed_story.runstore.keys import STORY_JSON
+from seed_story.runstore.records import StoredStep, StoryRecord
 
 
 def _picture(path: Path, seed: int, size: int) -> None:
@@ -24,7 +24,7 @@ def write_story(story_dir: Path, record: StoryRecord, image_px: int = 64) -> Sto
     story_dir.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(record.image_files()):
         _picture(story_dir / name, i, image_px)
-    (story_dir / STORY_FILE).write_text(record.model_dump_json(indent=2), encoding="utf-8")
+    (story_dir / STORY_JSON).write_text(record.model_dump_json(indent=2), encoding="utf-8")
     return record
 
 
@@ -44,7 +44,7 @@ def demo_record(story_id: str = "demo", steps: int = 3, title: str = "George and
         opening_text="George found a red kite in the park.",
         opening_image="opening.png",
         steps=[
-            StoryStep(index=i, text=f"Step {i}: George ran up the hill and the kite rose higher.",
+            StoredStep(index=i, text=f"Step {i}: George ran up the hill and the kite rose higher.",
                       image=f"step_{i:02d}.png")
             for i in range(1, steps + 1)
         ],

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from seed_story.render.html import BOOK_HTML
-from seed_story.render.pdf import BOOK_PDF
-from seed_story.render.records import StoryRecord
 from seed_story.render.templating import environment
-
-GALLERY_HTML = "index.html"
+from seed_story.runstore.keys import BOOK_HTML, BOOK_PDF
+from seed_story.runstore.records import StoryRecord
 
 
 def render_gallery(run_id: str, records: list[StoryRecord], existing: Collection[str]) -> str:

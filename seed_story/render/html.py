@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seed_story.render.records import StoryRecord
 from seed_story.render.templating import data_uri, environment, image_size
+from seed_story.runstore.keys import BOOK_HTML
+from seed_story.runstore.records import StoryRecord
 from seed_story.storage import atomic_file
-
-BOOK_HTML = "book.html"
 
 
 def render_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bool = False, lang: str = "en") -> str:
@@ -16,7 +15,7 @@ def render_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bo
 
     Example::
 
-        record = LocalStore("store").read_story("run1", "story1")
+        record = StoryStore(open_store("store")).read_story("run1", "story1")
         html = render_book_html(record, Path("store/runs/run1/story1"), self_contained=True)
     """
     story_dir = Path(story_dir)

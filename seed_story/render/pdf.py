@@ -12,13 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from weasyprint import HTML
 
 from seed_story.render.fetcher import BookFetcher
-from seed_story.render.records import StoryRecord
 from seed_story.render.templating import environment, image_size
 from seed_story.render.upscale import upscale_to
+from seed_story.runstore.keys import BOOK_PDF
+from seed_story.runstore.records import StoryRecord
 from seed_story.storage import atomic_file
 
 logger = logging.getLogger(__name__)
-BOOK_PDF = "book.pdf"
 PRINT_ASSETS = "print"  # upscaled copies of the art, inside the story folder
 
 

@@ -7,11 +7,11 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel
 
-from seed_story.render.gallery import GALLERY_HTML, render_gallery
-from seed_story.render.html import BOOK_HTML, write_book_html
-from seed_story.render.pdf import BOOK_PDF, PdfReport, PrintSettings, write_book_pdf
-from seed_story.render.records import StoryRecord
-from seed_story.render.store import StoryStore
+from seed_story.render.gallery import render_gallery
+from seed_story.render.html import write_book_html
+from seed_story.render.pdf import PdfReport, PrintSettings, write_book_pdf
+from seed_story.runstore import RunKeys, StoryKeys, StoryRecord, StoryStore
+from seed_story.runstore.keys import BOOK_HTML, BOOK_PDF
 from seed_story.storage import ObjectStore, publish, staged_folder
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def render_story(
     A local store renders in place. A remote one downloads only ``story.json``'s images into a staging folder,
     renders there and uploads the books (each upload is atomic).
     """
-    objects, prefix = stories.objects, stories.story_key(run_id, record.story_id)
+    objects, prefix = stories.objects, StoryKeys(run_id, record.story_id).prefix
     written, report = [], None
     with staged_folder(objects, prefix, record.image_files()) as folder:
         if "html" in formats:
@@ -73,7 +73,7 @@ def render_run(
 
     Example::
 
-        report = render_run(LocalStore("store"), "2026-11-26", formats=["html", "pdf"])
+        report = render_run(open_store("store"), "2026-11-26", formats=["html", "pdf"])
         report = render_run(open_store("s3://books/prod"), "2026-11-26")
     """
     stories = store if isinstance(store, StoryStore) else StoryStore(store)
@@ -89,10 +89,10 @@ def render_run(
         pdfs += [report] if report else []
         rendered.append(record.story_id)
         logger.info("rendered %s/%s", run_id, record.story_id)
-    run_key = stories.run_key(run_id)
+    run_key = RunKeys(run_id).prefix
     # The gallery links only books that exist now, whichever run wrote them: ask the store, not this run.
     existing = {key.removeprefix(run_key + "/") for key in stories.objects.list(run_key + "/")}
     gallery = render_gallery(run_id, records, existing).encode("utf-8")
-    stories.objects.put_bytes(f"{run_key}/{GALLERY_HTML}", gallery, content_type="text/html; charset=utf-8")
+    stories.objects.put_bytes(RunKeys(run_id).gallery, gallery, content_type="text/html; charset=utf-8")
     failed = [r.story_id for r in records if r.status == "failed"]
     return RunReport(run_id=run_id, store=stories.objects.uri, rendered=rendered, failed=failed, pdfs=pdfs)

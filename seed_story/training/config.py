@@ -239,6 +239,15 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def data_values(path: str | Path, given: dict[str, Any] | None) -> dict[str, Any]:
+    """The config file's ``data`` with ``given`` keys merged in (replacing it when ``given`` names another kind)."""
+    file = read_config_file(path).get("data") or {}
+    if given is None:
+        return dict(file)
+    same_kind = given.get("kind", file.get("kind", "toy")) == file.get("kind", "toy")
+    return {**file, **given} if same_kind else dict(given)
+
+
 def load_train_config(path: str | Path, stage: str | None = None, **overrides: Any) -> TrainConfig:
     """Read a YAML/JSON training config; ``stage`` (e.g. from the command line) must agree with the file's.
 
