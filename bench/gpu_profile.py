@@ -35,13 +35,15 @@ from seed_story.config import ModelConfig  # noqa: E402
 from seed_story.generation.decoder import merge_lora_for_inference  # noqa: E402
 from seed_story.generation.pipeline import StoryPipeline  # noqa: E402
 from seed_story.generation.records import StoryRequest  # noqa: E402
+from seed_story.generation.schedulers import build_scheduler  # noqa: E402
 from seed_story.generation.settings import DrawSettings, WriterSettings  # noqa: E402
 from seed_story.generation.writer import StoryWriter  # noqa: E402
 from seed_story.interleave import image_slot_mask  # noqa: E402
-from seed_story.models.detokenizer import build_detokenizer, build_scheduler, build_vae  # noqa: E402
+from seed_story.models.detokenizer import build_detokenizer, build_vae  # noqa: E402
 from seed_story.models.mllm import SeedStoryMLLM  # noqa: E402
 from seed_story.models.resampler import Resampler  # noqa: E402
 from seed_story.models.visual_tokenizer import VisualTokenizer  # noqa: E402
+from seed_story.presets import from_preset  # noqa: E402
 from seed_story.tokenizer import ImageTokenIds, build_byte_tokenizer, image_string  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -198,7 +200,7 @@ def main() -> None:
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
-    cfg = ModelConfig.from_preset(args.preset)
+    cfg = from_preset(args.preset)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     flops, bandwidth = next((v for k, v in HARDWARE.items() if k in name), (None, None))
     report: dict = {"preset": args.preset, "device": name, "dtype": str(dtype), "torch": torch.__version__}

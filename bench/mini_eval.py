@@ -28,7 +28,6 @@ from seed_story.components import load_components
 from seed_story.eval.baselines import CONDITIONS, evaluate_conditions
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.generation.settings import DrawSettings
-from seed_story.training.run import load_detokenizer
 
 SHOWN = ("character_consistency", "style_consistency", "scene_accuracy", "cast_accuracy", "text_image_agreement")
 
@@ -54,7 +53,7 @@ def main() -> None:
     draw = DrawSettings(num_inference_steps=args.draw_steps, guidance_scale=args.guidance)
     parts = load_components(args.model)
     if args.detokenizer is not None:
-        load_detokenizer(parts, str(args.detokenizer))
+        parts.swap_detokenizer(args.detokenizer)
     pipe = StoryPipeline(parts, draw_settings=draw)
     results = evaluate_conditions(
         pipe, world_seed=args.world_seed, stories=args.stories, steps=args.steps, conditions=args.conditions

@@ -43,7 +43,6 @@ from seed_story.eval.detect import detect_frame
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.generation.settings import DrawSettings
 from seed_story.tokenizer import ImageTokenIds
-from seed_story.training.run import load_detokenizer
 
 
 def judged(truth: list[Image.Image], drawn: list[Image.Image]) -> dict[str, float]:
@@ -167,7 +166,7 @@ def main() -> None:
         file = args.weights / "model.safetensors" if args.weights.is_dir() else args.weights
         parts.mllm.load_state_dict(load_file(file), strict=True)
     if args.detokenizer is not None:
-        load_detokenizer(parts, str(args.detokenizer))
+        parts.swap_detokenizer(args.detokenizer)
     pipe = StoryPipeline(parts, draw_settings=DrawSettings(num_inference_steps=args.draw_steps,
                                                            guidance_scale=args.guidance))  # fmt: skip
     held = teacher_forced(parts, args.world_seed, args.stories, args.max_frames)

@@ -16,12 +16,14 @@ from transformers import PreTrainedTokenizerBase
 from seed_story.checkpoints.agent import load_agent
 from seed_story.checkpoints.detokenizer import load_detokenizer, load_scheduler, load_vae
 from seed_story.checkpoints.layout import PretrainedLayout
-from seed_story.checkpoints.native import MANIFEST, load_part, read_manifest
+from seed_story.checkpoints.native import MANIFEST, check_same_vae, load_part, read_manifest
 from seed_story.checkpoints.vision import load_visual_tokenizer
 from seed_story.config import ModelConfig
-from seed_story.models.detokenizer import Detokenizer, build_detokenizer, build_scheduler, build_vae
+from seed_story.generation.schedulers import build_scheduler
+from seed_story.models.detokenizer import Detokenizer, build_detokenizer, build_vae
 from seed_story.models.mllm import SeedStoryMLLM
 from seed_story.models.visual_tokenizer import VisualTokenizer
+from seed_story.presets import from_preset
 from seed_story.tokenizer import build_byte_tokenizer, load_tokenizer
 
 
@@ -50,6 +52,30 @@ class Components:
         for module in (self.visual_tokenizer, self.mllm, self.detokenizer, self.vae):
             module.eval().requires_grad_(False)
         return self
+
+    def set_vae_scaling_factor(self, factor: float) -> None:
+        """Set the VAE's ``scaling_factor`` on the network and in ``config`` (which checkpoints save)."""
+        self.vae.register_to_config(scaling_factor=factor)
+        vae_cfg = self.config.detokenizer.vae.model_copy(update={"scaling_factor": factor})
+        detok = self.config.detokenizer.model_copy(update={"vae": vae_cfg})
+        self.config = self.config.model_copy(update={"detokenizer": detok})
+
+    def swap_detokenizer(self, checkpoint: str | Path) -> None:
+        """Replace the de-tokenizer by ``checkpoint``'s, built from that checkpoint's own config.
+
+        Stage 1 may train another de-tokenizer shape than the one stage 2's output carries (stage 2 never
+        touches it); only the VAE must be the same one, since stage 1 learnt its latents.
+        """
+        det_cfg = read_manifest(checkpoint).model.detokenizer
+        check_same_vae(det_cfg, self.config.detokenizer, str(checkpoint))
+        self.detokenizer = build_detokenizer(det_cfg)
+        load_part(checkpoint, "detokenizer", self.detokenizer)
+        self.config = self.config.model_copy(update={"detokenizer": det_cfg})
+
+    def swap_vae(self, checkpoint: str | Path) -> None:
+        """Replace the VAE by ``checkpoint``'s, and its scaling factor (set by the VAE stage) with it."""
+        load_part(checkpoint, "vae", self.vae)  # strict: a VAE of another shape fails here, by key and shape
+        self.set_vae_scaling_factor(read_manifest(checkpoint).model.detokenizer.vae.scaling_factor)
 
 
 def build_random(cfg: ModelConfig, *, seed: int = 0) -> Components:
@@ -92,7 +118,7 @@ def load_released(
     merge_lora: bool = False,
 ) -> Components:
     """Load the original release from a ``pretrained/`` folder (see ``seed-story pretrained check``)."""
-    cfg = cfg or ModelConfig.from_preset("seed-story-george")
+    cfg = cfg or from_preset("seed-story-george")
     layout = PretrainedLayout.discover(root)
     detok_key = {"adapted": "detokenizer_adapted", "pretrained": "detokenizer_pretrained"}[detokenizer_stage]
     layout.require("tokenizer", "llama", "sdxl", "qwen_vit", "agent", detok_key)

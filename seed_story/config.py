@@ -1,11 +1,12 @@
-"""Architecture configs for the three SEED-Story networks, as pydantic models with named presets.
+"""Architecture configs for the three SEED-Story networks, as pydantic models.
 
-Sizes live here and nowhere else: ``ModelConfig.from_preset("seed-story-george")`` gives the released
-model's shapes, ``ModelConfig.from_preset("tiny")`` the same architecture small enough for CPU tests.
+The sizes themselves are named presets in :mod:`seed_story.presets`: ``from_preset("seed-story-george")`` gives
+the released model's shapes, ``from_preset("tiny")`` the same architecture small enough for CPU tests.
 
 Example::
 
-    cfg = ModelConfig.from_preset("tiny")
+    from seed_story.presets import from_preset
+    cfg = from_preset("tiny")
     cfg.mllm.num_image_tokens  # 16
 """
 
@@ -298,12 +299,3 @@ class ModelConfig(StrictModel):
                 f"detokenizer.resampler.embedding_dim {d.resampler.embedding_dim} != vision.output_dim {v.output_dim}"
             )
         return self
-
-    @classmethod
-    def from_preset(cls, name: str) -> ModelConfig:
-        """Return a named preset; ``ValueError`` lists the known names on a typo."""
-        from seed_story.presets import PRESETS
-
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
-        return PRESETS[name]()

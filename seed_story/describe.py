@@ -40,7 +40,7 @@ def describe_model(cfg: ModelConfig) -> ModelDescription:
 
     Example::
 
-        describe_model(ModelConfig.from_preset("seed-story-george")).total  # ~12.5e9
+        describe_model(from_preset("seed-story-george")).total  # ~12.5e9
     """
     with torch.device("meta"):
         vit = VisualTokenizer(cfg.vision)

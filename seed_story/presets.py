@@ -230,3 +230,16 @@ PRESETS: dict[str, Callable[[], ModelConfig]] = {
     "tiny": tiny,
     "seed-story-mini": seed_story_mini,
 }
+
+
+def from_preset(name: str) -> ModelConfig:
+    """The named preset's config; ``ValueError`` lists the known names on a typo.
+
+    Example::
+
+        >>> from_preset("tiny").name
+        'tiny'
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]()

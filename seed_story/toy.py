@@ -28,9 +28,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from seed_story.components import Components, build_random
-from seed_story.config import ModelConfig
 from seed_story.data.batch import Batch
 from seed_story.interleave import encode_prompt, image_slot_mask
+from seed_story.presets import from_preset
 from seed_story.tokenizer import INST, ImageTokenIds, image_string
 
 COLOURS = ("red", "blue", "green", "gold", "grey")
@@ -227,7 +227,7 @@ def train_toy_model(steps: int = 400, seed: int = 0, *, batch_size: int = 4, lr:
         parts = train_toy_model()
         parts.mllm  # SeedStoryMLLM in eval mode, requires_grad off
     """
-    parts = build_random(ModelConfig.from_preset("tiny"), seed=seed)
+    parts = build_random(from_preset("tiny"), seed=seed)
     mllm = parts.mllm.train()
     params = [p for name, p in mllm.named_parameters() if not name.endswith("pos_embed")]
     for p in params:

@@ -27,16 +27,17 @@ import torch
 from seed_story.batch.models import toy_checkpoint
 from seed_story.components import Components, load_native
 from seed_story.config import ModelConfig
+from seed_story.presets import from_preset
 
 
 @pytest.fixture(scope="session")
 def tiny_config() -> ModelConfig:
-    return ModelConfig.from_preset("tiny")
+    return from_preset("tiny")
 
 
 @pytest.fixture(scope="session")
 def george_config() -> ModelConfig:
-    return ModelConfig.from_preset("seed-story-george")
+    return from_preset("seed-story-george")
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,8 @@ from seed_story.checkpoints.remap import current_to_peft04
 from seed_story.checkpoints.vision import load_visual_tokenizer
 from seed_story.cli.main import app
 from seed_story.components import build_random, load_components
-from seed_story.config import ModelConfig
 from seed_story.models.mllm import llama_config
+from seed_story.presets import from_preset
 
 runner = CliRunner()
 
@@ -28,7 +28,7 @@ runner = CliRunner()
 def release(tmp_path_factory) -> tuple[Path, object]:
     """Write every released component of a random tiny model under ``pretrained/``; return (root, components)."""
     torch.manual_seed(1)
-    cfg = ModelConfig.from_preset("tiny")
+    cfg = from_preset("tiny")
     parts = build_random(cfg)
     root = tmp_path_factory.mktemp("pretrained")
     parts.tokenizer.save_pretrained(root / "cvlm_llama2_tokenizer")
@@ -71,7 +71,7 @@ def test_layout_and_deep_check(release):
     root, _ = release
     layout = PretrainedLayout.discover(root)
     assert layout.qwen_vit == root / "visual_tokenizer" / "qwen_vit_G.pt"
-    status = {s.key: s for s in check_pretrained(root, ModelConfig.from_preset("tiny"), deep=True)}
+    status = {s.key: s for s in check_pretrained(root, from_preset("tiny"), deep=True)}
     for key in ("tokenizer", "llama", "sdxl", "qwen_vit", "agent", "detokenizer_adapted"):
         assert status[key].status == "ok", (key, status[key].detail)
         assert status[key].size_bytes > 0
@@ -85,7 +85,7 @@ def test_deep_check_reports_wrong_shapes(release, tmp_path):
     state = parts.visual_tokenizer.state_dict()
     state["proj"] = torch.zeros(3, 3)
     save_file({k: v.contiguous() for k, v in state.items()}, bad / "qwen_vit_G.safetensors")
-    status = {s.key: s for s in check_pretrained(bad, ModelConfig.from_preset("tiny"), deep=True)}
+    status = {s.key: s for s in check_pretrained(bad, from_preset("tiny"), deep=True)}
     assert status["qwen_vit"].status == "mismatched"
     assert "proj: checkpoint (3, 3) vs model (64, 64)" in status["qwen_vit"].detail
 
@@ -102,7 +102,7 @@ def test_cli_check_exit_codes(release, tmp_path):
 
 def test_load_released_reproduces_every_network(release):
     root, parts = release
-    loaded = load_components(root, cfg=ModelConfig.from_preset("tiny"), dtype=torch.float32)
+    loaded = load_components(root, cfg=from_preset("tiny"), dtype=torch.float32)
     pixels = torch.randn(2, 3, 56, 56)
     torch.testing.assert_close(loaded.visual_tokenizer(pixels), parts.visual_tokenizer(pixels))
     feats = torch.randn(2, 64, 64)
@@ -131,7 +131,7 @@ def test_extract_qwen_vit_from_sharded_checkpoint(release, tmp_path):
     out = tmp_path / "QwenViT" / "qwen_vit_G.pt"
     result = runner.invoke(app, ["pretrained", "extract-qwen-vit", str(qwen), str(out), "--preset", "tiny"])
     assert result.exit_code == 0, result.output
-    vit, report = load_visual_tokenizer(out, ModelConfig.from_preset("tiny").vision)
+    vit, report = load_visual_tokenizer(out, from_preset("tiny").vision)
     assert report.loaded == len(visual)
     pixels = torch.randn(1, 3, 56, 56)
     torch.testing.assert_close(vit(pixels), parts.visual_tokenizer(pixels))

@@ -9,23 +9,23 @@ import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
 from seed_story.config import DetokenizerConfig, ModelConfig
+from seed_story.generation.drawer import ImageDrawer
+from seed_story.generation.schedulers import build_noise_scheduler, build_scheduler
 from seed_story.models.detokenizer import (
     AttentionPool2d,
-    ImageDrawer,
     PerceiverAttention,
     ResamplerXLV2,
     build_detokenizer,
-    build_noise_scheduler,
-    build_scheduler,
     build_unet,
     build_vae,
     sample_timesteps,
 )
+from seed_story.presets import from_preset
 
 
 @pytest.fixture(scope="module")
 def tiny_detok_cfg() -> DetokenizerConfig:
-    return ModelConfig.from_preset("tiny").detokenizer
+    return from_preset("tiny").detokenizer
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
 from seed_story.components import load_components
-from seed_story.config import ModelConfig
 from seed_story.models.visual_tokenizer import VisualTokenizer
+from seed_story.presets import from_preset
 from seed_story.tokenizer import ImageTokenIds, image_string, load_tokenizer, train_bpe_tokenizer
 from seed_story.training import TrainConfig
 from seed_story.training.pretrain import ViTAutoencoder, picture_batches
@@ -80,7 +80,7 @@ def test_pretraining_needs_pictures_and_stages_need_stories(picture_glob):
 
 
 def test_bpe_tokenizer_has_the_presets_vocabulary_and_image_tokens(tmp_path):
-    cfg = ModelConfig.from_preset("seed-story-mini")
+    cfg = from_preset("seed-story-mini")
     texts = [f"Mia the red circle walks to the lake. Tom waves {i} times." for i in range(300)]
     tok = train_bpe_tokenizer(texts, cfg.mllm.llm.vocab_size, cfg.mllm.num_image_tokens)
     assert len(tok) == cfg.mllm.vocab_size
@@ -159,7 +159,7 @@ def test_vision_stage_writes_each_tokens_position_into_the_token():
     # The de-tokenizer's resampler reads the ViT features with no positions: the vision stage must teach the ViT
     # to carry them in the tokens (a linear head reads each token's grid index from its content alone).
     torch.manual_seed(0)
-    vit = VisualTokenizer(ModelConfig.from_preset("tiny").vision)
+    vit = VisualTokenizer(from_preset("tiny").vision)
     model = ViTAutoencoder(vit)
     images = torch.randn(4, 3, vit.cfg.image_size, vit.cfg.image_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)

@@ -17,6 +17,7 @@ from seed_story.models.visual_tokenizer import (
     image_transform,
     image_transform_batch,
 )
+from seed_story.presets import from_preset
 
 
 @pytest.fixture
@@ -168,7 +169,7 @@ BLOCK = {
 @pytest.fixture(scope="module")
 def george_vit() -> VisualTokenizer:
     with torch.device("meta"):
-        return VisualTokenizer(ModelConfig.from_preset("seed-story-george").vision)
+        return VisualTokenizer(from_preset("seed-story-george").vision)
 
 
 def test_george_state_dict_matches_checkpoint_table(george_vit: VisualTokenizer) -> None:

@@ -17,6 +17,7 @@ from seed_story.config import ModelConfig, StrictModel
 from seed_story.models.detokenizer import build_detokenizer
 from seed_story.models.mllm import SeedStoryMLLM
 from seed_story.models.visual_tokenizer import VisualTokenizer
+from seed_story.presets import from_preset
 
 Status = Literal["ok", "present", "missing", "mismatched", "unreadable"]
 
@@ -85,7 +86,7 @@ def check_pretrained(root: str | Path, cfg: ModelConfig | None = None, *, deep: 
         for c in check_pretrained("pretrained", deep=True):
             c.key, c.status, c.detail  # e.g. ('mllm', 'ok', '')
     """
-    cfg = cfg or ModelConfig.from_preset("seed-story-george")
+    cfg = cfg or from_preset("seed-story-george")
     layout = PretrainedLayout.discover(root)
     out = []
     for component in COMPONENTS:

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from seed_story.presets import from_preset
+
 app = typer.Typer(help="Prepare training data.", no_args_is_help=True)
 
 
@@ -91,11 +93,10 @@ def train_tokenizer(
     preset: str = typer.Option("seed-story-mini", "--preset", help="Sets the vocabulary and image-token count."),
 ) -> None:
     """Train a byte-level BPE tokenizer on a story corpus, sized for a preset trained from scratch."""
-    from seed_story.config import ModelConfig
     from seed_story.data.ingest import expand_jsonl
     from seed_story.tokenizer import INST, train_bpe_tokenizer
 
-    cfg = ModelConfig.from_preset(preset)
+    cfg = from_preset(preset)
     files = expand_jsonl([jsonl_glob])
     if not files:
         raise typer.BadParameter(f"no jsonl file matches {jsonl_glob!r}")

@@ -8,8 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from seed_story.config import ModelConfig
-from seed_story.presets import PRESETS
+from seed_story.presets import PRESETS, from_preset
 
 app = typer.Typer(help="Inspect the architecture presets.", no_args_is_help=True)
 
@@ -29,7 +28,7 @@ def describe(
     """Parameter count of every part, computed on the meta device (costs no memory)."""
     from seed_story.describe import describe_model
 
-    cfg = ModelConfig.from_preset(preset)
+    cfg = from_preset(preset)
     desc = describe_model(cfg)
     if as_json:
         payload = desc.model_dump()

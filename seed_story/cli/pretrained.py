@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from seed_story.config import ModelConfig
+from seed_story.presets import from_preset
 
 app = typer.Typer(help="Work with the original release's weights.", no_args_is_help=True)
 
@@ -26,7 +26,7 @@ def check(
     """Report what is present, missing or mismatched, with sizes. Exit code 1 if inference cannot run."""
     from seed_story.checkpoints.check import check_pretrained
 
-    results = check_pretrained(directory, ModelConfig.from_preset(preset), deep=deep)
+    results = check_pretrained(directory, from_preset(preset), deep=deep)
     if as_json:
         typer.echo(json.dumps([r.model_dump() for r in results], indent=2))
     else:
@@ -55,7 +55,7 @@ def extract_qwen_vit(
     from seed_story.checkpoints.vision import extract_qwen_vit as extract
 
     try:
-        path, report = extract(qwen_dir, out, ModelConfig.from_preset(preset).vision)
+        path, report = extract(qwen_dir, out, from_preset(preset).vision)
     except (FileNotFoundError, ValueError) as err:
         typer.secho(str(err), fg="red", err=True)
         raise typer.Exit(1) from err

@@ -19,10 +19,10 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from seed_story.components import Components, load_components
+from seed_story.generation.drawer import ImageDrawer
 from seed_story.generation.records import StoryOutput, StoryRequest, StoryStep, WrittenStep, WrittenStory
 from seed_story.generation.settings import DrawSettings, WriterSettings, check_story_texts
 from seed_story.generation.writer import StoryWriter
-from seed_story.models.detokenizer import ImageDrawer
 from seed_story.models.visual_tokenizer import image_transform_batch
 
 ImageInput = Image.Image | str | Path | bytes

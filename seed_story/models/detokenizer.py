@@ -9,21 +9,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import PIL.Image
 import torch
 import torch.nn.functional as F
-from diffusers import (
-    AutoencoderKL,
-    DDPMScheduler,
-    EulerDiscreteScheduler,
-    StableDiffusionXLPipeline,
-    UNet2DConditionModel,
-)
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 from torch import nn
 
-from seed_story.config import DetokenizerConfig, ResamplerXLConfig, SchedulerConfig, UNetConfig, VAEConfig
+from seed_story.config import DetokenizerConfig, ResamplerXLConfig, UNetConfig, VAEConfig
 
 
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -107,7 +98,7 @@ class ResamplerXLV2(nn.Module):
 
     Example::
 
-        r = ResamplerXLV2(ModelConfig.from_preset("seed-story-george").detokenizer.resampler)
+        r = ResamplerXLV2(from_preset("seed-story-george").detokenizer.resampler)
         prompt_embeds, pooled = r(torch.randn(1, 256, 4096))  # (1, 64, 2048), (1, 1280)
     """
 
@@ -144,7 +135,7 @@ class Detokenizer(nn.Module):
 
     Example::
 
-        detok = build_detokenizer(ModelConfig.from_preset("tiny").detokenizer)
+        detok = build_detokenizer(from_preset("tiny").detokenizer)
         detok.set_trainable()
         optimizer = torch.optim.AdamW(detok.trainable_parameters(), lr=1e-4)
         loss = detok.denoising_loss(latents, features, time_ids, build_noise_scheduler(cfg.scheduler))
@@ -254,118 +245,6 @@ def build_vae(cfg: VAEConfig) -> AutoencoderKL:
     return AutoencoderKL(**cfg.to_diffusers())
 
 
-def build_scheduler(cfg: SchedulerConfig) -> EulerDiscreteScheduler:
-    """The inference scheduler (Euler, as the reference)."""
-    return EulerDiscreteScheduler(**cfg.to_diffusers())
-
-
-def build_noise_scheduler(cfg: SchedulerConfig) -> DDPMScheduler:
-    """The training noise scheduler: DDPM with the inference scheduler's betas and prediction type."""
-    return DDPMScheduler(
-        num_train_timesteps=cfg.num_train_timesteps,
-        beta_start=cfg.beta_start,
-        beta_end=cfg.beta_end,
-        beta_schedule=cfg.beta_schedule,
-        prediction_type=cfg.prediction_type,
-        timestep_spacing=cfg.timestep_spacing,
-        steps_offset=cfg.steps_offset,
-    )
-
-
 def build_detokenizer(cfg: DetokenizerConfig) -> Detokenizer:
     """A randomly initialised ``Detokenizer`` (weights are loaded separately)."""
     return Detokenizer(ResamplerXLV2(cfg.resampler), build_unet(cfg.unet))
-
-
-class ImageDrawer:
-    """Draw pictures from ViT features with SDXL + classifier-free guidance; the pipeline is built once.
-
-    Example::
-
-        drawer = ImageDrawer(detok, vae, build_scheduler(cfg.scheduler), image_size=cfg.image_size)
-        negative = vit(torch.zeros(1, 3, 448, 448))  # once per process: the CFG negative (facts §10.10)
-        images = drawer.draw(features, negative, num_inference_steps=50)  # list of N PIL images
-    """
-
-    def __init__(
-        self,
-        detokenizer: Detokenizer,
-        vae: AutoencoderKL,
-        scheduler: EulerDiscreteScheduler,
-        *,
-        image_size: int,
-    ) -> None:
-        self.detokenizer = detokenizer
-        self.image_size = image_size
-        self.pipe = StableDiffusionXLPipeline(
-            vae=vae,
-            unet=detokenizer.unet,
-            scheduler=scheduler,
-            text_encoder=None,
-            text_encoder_2=None,
-            tokenizer=None,
-            tokenizer_2=None,
-            # Explicit: otherwise the output depends on whether `invisible-watermark` happens to be installed.
-            add_watermarker=False,
-        )
-        self.pipe.set_progress_bar_config(disable=True)
-
-    def check_inputs(self, features: torch.Tensor, negative_features: torch.Tensor, seeds: Sequence[int]) -> None:
-        """Raise ``ValueError`` on shapes or seed lists that cannot be drawn."""
-        if features.ndim != 3 or features.shape[0] == 0:
-            raise ValueError(f"features must be (N, T, D) with N >= 1, got {tuple(features.shape)}")
-        if negative_features.ndim != 3 or negative_features.shape[0] != 1:
-            raise ValueError(f"negative_features must be (1, T, D), got {tuple(negative_features.shape)}")
-        if negative_features.shape[-1] != features.shape[-1]:
-            raise ValueError(
-                f"negative_features dim {negative_features.shape[-1]} != features dim {features.shape[-1]}"
-            )
-        if len(seeds) != features.shape[0]:
-            raise ValueError(f"got {len(seeds)} seeds for {features.shape[0]} feature sets; pass one seed per image")
-
-    @torch.no_grad()
-    def draw(
-        self,
-        features: torch.Tensor,
-        negative_features: torch.Tensor,
-        *,
-        num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
-        height: int | None = None,
-        width: int | None = None,
-        seed: int | Sequence[int] = 42,
-        progress: bool = False,
-    ) -> list[PIL.Image.Image]:
-        """Draw one picture per feature set (N, T, D) in one batched pipeline call.
-
-        ``negative_features`` (1, T, D) are the ViT features of a zero image. ``seed`` is one seed for every
-        picture (the reference uses 42 for all) or one per picture; each picture gets its own generator, so
-        a picture does not depend on what else is in the batch.
-        """
-        n = features.shape[0]
-        seeds = [seed] * n if isinstance(seed, int) else list(seed)
-        self.check_inputs(features, negative_features, seeds)
-
-        # 1. Encode positives and the negative in one resampler pass; broadcast the negative to the batch.
-        prompt_embeds, pooled = self.detokenizer.encode(torch.cat([features, negative_features.to(features)]))
-        neg_embeds, neg_pooled = prompt_embeds[n:].expand(n, -1, -1), pooled[n:].expand(n, -1)
-
-        # 2. Per-picture generators on the UNet's device (the reference seeds a generator on its device).
-        device = self.detokenizer.unet.device
-        generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
-
-        # 3. Denoise and decode.
-        self.pipe.set_progress_bar_config(disable=not progress)
-        size = self.image_size
-        return self.pipe(
-            prompt_embeds=prompt_embeds[:n],
-            pooled_prompt_embeds=pooled[:n],
-            negative_prompt_embeds=neg_embeds,
-            negative_pooled_prompt_embeds=neg_pooled,
-            num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale,
-            height=height or size,
-            width=width or size,
-            generator=generators,
-            output_type="pil",
-        ).images

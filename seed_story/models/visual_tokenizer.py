@@ -68,7 +68,7 @@ class VisualTokenizer(nn.Module):
 
     Example::
 
-        vit = VisualTokenizer(ModelConfig.from_preset("tiny").vision)
+        vit = VisualTokenizer(from_preset("tiny").vision)
         pixels = image_transform_batch([Image.new("RGB", (80, 60))], size=vit.cfg.image_size)
         vit(pixels).shape  # (1, 64, 64)
     """

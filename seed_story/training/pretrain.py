@@ -25,7 +25,7 @@ from PIL import Image
 from torch import nn
 
 from seed_story.components import Components
-from seed_story.models.visual_tokenizer import CLIP_MEAN, CLIP_STD, VisualTokenizer, image_transform_batch
+from seed_story.models.visual_tokenizer import VisualTokenizer, image_transform_batch
 from seed_story.training.config import PictureData
 
 
@@ -184,19 +184,4 @@ class VAETask:
 
     def finalize(self) -> None:
         """Set the VAE's ``scaling_factor`` so scaled latents have unit variance (as SD's 0.13025 does)."""
-        set_vae_scaling_factor(self.parts, round(float(self.module.latent_var.rsqrt()), 5))
-
-
-def set_vae_scaling_factor(parts: Components, factor: float) -> None:
-    """Set the VAE's ``scaling_factor`` on the network and in ``parts.config`` (which checkpoints save)."""
-    parts.vae.register_to_config(scaling_factor=factor)
-    vae_cfg = parts.config.detokenizer.vae.model_copy(update={"scaling_factor": factor})
-    detok = parts.config.detokenizer.model_copy(update={"vae": vae_cfg})
-    parts.config = parts.config.model_copy(update={"detokenizer": detok})
-
-
-def denormalise(vit_images: torch.Tensor) -> torch.Tensor:
-    """CLIP-normalised pixels back to [0, 1] (for looking at reconstructions)."""
-    mean = torch.tensor(CLIP_MEAN, device=vit_images.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=vit_images.device).view(1, 3, 1, 1)
-    return (vit_images * std + mean).clamp(0, 1)
+        self.parts.set_vae_scaling_factor(round(float(self.module.latent_var.rsqrt()), 5))

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from accelerate import PartialState
 
-from seed_story.checkpoints.native import check_same_vae, load_part, read_manifest
 from seed_story.components import Components, build_random, load_components
-from seed_story.config import ModelConfig
-from seed_story.models.detokenizer import build_detokenizer
+from seed_story.presets import from_preset
 from seed_story.tokenizer import load_tokenizer
 from seed_story.training.config import PictureData, StoryStreamData, TrainConfig
-from seed_story.training.pretrain import VAETask, VisionTask, picture_batches, set_vae_scaling_factor
+from seed_story.training.pretrain import VAETask, VisionTask, picture_batches
 from seed_story.training.sources import storystream_batches, toy_batches
 from seed_story.training.tasks import Stage1Task, Stage2Task, Stage3Task, StageTask
 from seed_story.training.trainer import Trainer, TrainResult
@@ -21,7 +19,7 @@ def build_components(cfg: TrainConfig) -> Components:
     if cfg.stage == "stage3" and cfg.init is None:
         raise ValueError("stage 3 adapts the de-tokenizer to a trained MLLM: set init to stage 2's output folder")
     if cfg.init is None:
-        parts = build_random(ModelConfig.from_preset(cfg.preset), seed=cfg.seed)
+        parts = build_random(from_preset(cfg.preset), seed=cfg.seed)
         if cfg.tokenizer is not None:
             parts.tokenizer = load_tokenizer(cfg.tokenizer, parts.config.mllm.num_image_tokens)
             if len(parts.tokenizer) != parts.config.mllm.vocab_size:
@@ -34,29 +32,10 @@ def build_components(cfg: TrainConfig) -> Components:
     else:
         parts = load_components(cfg.init)
     if cfg.vae_init is not None:
-        load_vae(parts, cfg.vae_init)
+        parts.swap_vae(cfg.vae_init)
     if cfg.detokenizer_init is not None:  # after the VAE: it must have been trained over that one
-        load_detokenizer(parts, cfg.detokenizer_init)
+        parts.swap_detokenizer(cfg.detokenizer_init)
     return parts
-
-
-def load_detokenizer(parts: Components, checkpoint: str) -> None:
-    """Replace ``parts``' de-tokenizer by ``checkpoint``'s, built from that checkpoint's own config.
-
-    Stage 1 may be trained with another de-tokenizer shape than the one stage 2's output carries (stage 2
-    never touches it); only the VAE must be the same one, since stage 1 learnt its latents.
-    """
-    det_cfg = read_manifest(checkpoint).model.detokenizer
-    check_same_vae(det_cfg, parts.config.detokenizer, checkpoint)
-    parts.detokenizer = build_detokenizer(det_cfg)
-    load_part(checkpoint, "detokenizer", parts.detokenizer)
-    parts.config = parts.config.model_copy(update={"detokenizer": det_cfg})
-
-
-def load_vae(parts: Components, checkpoint: str) -> None:
-    """Replace ``parts``' VAE by ``checkpoint``'s, and its scaling factor (set by the VAE stage) with it."""
-    load_part(checkpoint, "vae", parts.vae)  # strict: a VAE of another shape fails here, by key and shape
-    set_vae_scaling_factor(parts, read_manifest(checkpoint).model.detokenizer.vae.scaling_factor)
 
 
 def build_task(cfg: TrainConfig, parts: Components | None = None) -> StageTask:

@@ -19,7 +19,8 @@ from seed_story.components import Components
 from seed_story.config import RecLoss
 from seed_story.data.batch import Batch
 from seed_story.data.sequence import TrainBatch
-from seed_story.models.detokenizer import Detokenizer, build_noise_scheduler
+from seed_story.generation.schedulers import build_noise_scheduler
+from seed_story.models.detokenizer import Detokenizer
 from seed_story.models.mllm import SeedStoryMLLM
 
 

@@ -107,7 +107,7 @@ class Trainer:
 
     Example::
 
-        parts = build_random(ModelConfig.from_preset("tiny"))
+        parts = build_random(from_preset("tiny"))
         cfg = TrainConfig.for_stage("stage2", output_dir="runs/s2", max_steps=20, mixed_precision="no")
         result = Trainer(cfg, Stage2Task(parts), toy_batches("stage2", cfg.data, parts, 0)).fit()
     """
