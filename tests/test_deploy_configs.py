@@ -26,7 +26,7 @@ PREFECT_YAML = yaml.safe_load((DEPLOY / "prefect.yaml").read_text())
 COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
 DEPLOYMENTS = PREFECT_YAML["deployments"]
 POOLS = {pool["name"] for pool in PREFECT_YAML["definitions"]["work_pools"].values()}
-CONFIG_ROOTS = ("configs", "deploy", "templates", "bench", ".ci", ".github")
+CONFIG_ROOTS = ("configs", "deploy", "seed_story", "bench", ".ci", ".github")
 SKIP_DIRS = {"__pycache__", "node_modules"}
 
 

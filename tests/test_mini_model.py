@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from seed_story.checkpoints.native import read_manifest
 from seed_story.cli.generate import MINI_GUIDANCE
 from seed_story.components import load_components
 from seed_story.eval.baselines import evaluate_conditions
+from seed_story.examples import bundled_model
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.generation.settings import DrawSettings
 
-MINI = Path(__file__).resolve().parents[1] / "models" / "seed-story-mini"
-pytestmark = pytest.mark.skipif(not (MINI / "seed_story.json").is_file(), reason="models/seed-story-mini not present")
+MINI = bundled_model()  # ships with the package: a missing checkpoint fails these tests, never skips them
 
 
 def test_mini_weights_are_small_and_load_strictly():

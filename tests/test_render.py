@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from seed_story.cli.main import app
 from seed_story.render import render_book_html, render_run
 from seed_story.render.demo import demo_record, write_story
-from seed_story.render.templating import TEMPLATES_DIR, environment
+from seed_story.render.templating import environment
 from seed_story.runstore import StoredStep, StoryRecord
 from seed_story.storage import open_store
 
@@ -37,7 +37,7 @@ def parse_tags(html: str) -> list[tuple[str, list[tuple[str, str | None]]]]:
 
 
 def test_every_template_parses():
-    names = [p.name for p in TEMPLATES_DIR.glob("*.j2")]
+    names = environment().list_templates(extensions=["j2"])
     assert {"book.html.j2", "print.html.j2", "gallery.html.j2"} <= set(names)
     for name in names:
         environment().get_template(name)

@@ -127,9 +127,6 @@ def generate(
         raise typer.Exit(code=2)
 
 
-MINI_MODEL = Path(__file__).resolve().parents[2] / "models" / "seed-story-mini"
-
-
 # The mini de-tokenizer draws best without classifier-free guidance (1 skips the unconditional pass); the
 # reference's 7.5 saturates it (README, SEED-Story-Mini, lesson 5).
 MINI_GUIDANCE = 1.0
@@ -153,20 +150,21 @@ def demo_prompts(model: Path) -> str:
 def demo(
     out: Path = typer.Option(Path("seed-story-demo"), "--out", help="Local store the demo writes into."),
     model: Path | None = typer.Option(
-        None, "--model", help=f"Default: models/seed-story-mini, else the toy model trained once into {DEMO_CACHE}."
+        None, "--model", help=f"Default: the bundled SEED-Story-Mini, else the toy model trained once into {DEMO_CACHE}."
     ),
     draw_steps: int = typer.Option(25, "--draw-steps", min=1, help="De-tokenizer denoising steps per picture."),
     guidance: float | None = typer.Option(None, "--guidance", min=1.0, help=f"Default: {MINI_GUIDANCE} (mini), 7.5."),
 ) -> None:
     """Three storybooks from bundled example prompts, on the embedded defaults (local store, local Prefect API)."""
     from seed_story.batch.models import ModelSpec, toy_checkpoint
+    from seed_story.examples import bundled_model
     from seed_story.generation.settings import DrawSettings
     from tasks.settings import NightlySettings
 
     console = Console(stderr=True)
-    if model is None and (MINI_MODEL / "seed_story.json").is_file():
-        model = MINI_MODEL
-    elif model is None:
+    if model is None:
+        model = bundled_model()
+    if model is None:
         console.print(f"toy model: {DEMO_CACHE} (trained in ~20 s on first use; the mini model is not installed)")
         model = toy_checkpoint(DEMO_CACHE)
     with resources.as_file(resources.files("seed_story.examples") / demo_prompts(model)) as manifest:

@@ -1,4 +1,4 @@
-"""The Jinja2 environment shared by every renderer: autoescaped, strict, templates from ``templates/``."""
+"""The Jinja2 environment shared by every renderer: autoescaped, strict, templates shipped in the package."""
 
 from __future__ import annotations
 
@@ -10,11 +10,8 @@ from pathlib import Path
 import jinja2
 from PIL import Image
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
-
-
-@lru_cache(maxsize=4)
-def environment(templates_dir: Path = TEMPLATES_DIR) -> jinja2.Environment:
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
     """A Jinja2 environment that escapes every ``{{ }}`` (whatever the file suffix) and fails on typos.
 
     Example::
@@ -23,7 +20,8 @@ def environment(templates_dir: Path = TEMPLATES_DIR) -> jinja2.Environment:
         '&lt;b&gt;'
     """
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir),
+        # Package data, so a plain (non-editable) install renders books too.
+        loader=jinja2.PackageLoader("seed_story", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
