@@ -150,7 +150,7 @@ def demo_prompts(model: Path) -> str:
 def demo(
     out: Path = typer.Option(Path("seed-story-demo"), "--out", help="Local store the demo writes into."),
     model: Path | None = typer.Option(
-        None, "--model", help=f"Default: the bundled SEED-Story-Mini, else the toy model trained once into {DEMO_CACHE}."
+        None, "--model", help=f"Default: the bundled SEED-Story-Mini, else a toy model trained once into {DEMO_CACHE}."
     ),
     draw_steps: int = typer.Option(25, "--draw-steps", min=1, help="De-tokenizer denoising steps per picture."),
     guidance: float | None = typer.Option(None, "--guidance", min=1.0, help=f"Default: {MINI_GUIDANCE} (mini), 7.5."),

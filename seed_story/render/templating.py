@@ -10,6 +10,7 @@ from pathlib import Path
 import jinja2
 from PIL import Image
 
+
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
     """A Jinja2 environment that escapes every ``{{ }}`` (whatever the file suffix) and fails on typos.
