@@ -26,7 +26,7 @@ from seed_story.generation.schedulers import build_noise_scheduler
 from seed_story.models.visual_tokenizer import image_transform_batch
 from seed_story.training.pretrain import signed_pixels
 from seed_story.training.sources import sd_time_ids
-from seed_story.training.tasks import encode_latents
+from seed_story.training.stages import encode_latents
 
 TIMESTEPS = (100, 400, 700, 900)
 

@@ -28,7 +28,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from seed_story.components import Components, build_random
-from seed_story.data.batch import Batch
+from seed_story.data.mllm_batch import MLLMBatch
 from seed_story.interleave import encode_prompt, image_slot_mask
 from seed_story.presets import from_preset
 from seed_story.tokenizer import INST, ImageTokenIds, image_string
@@ -151,7 +151,7 @@ def story_batch(
     *,
     image_embeds: torch.Tensor | None = None,
     supervise_all: bool = False,
-) -> Batch:
+) -> MLLMBatch:
     """Each story = captions; caption i is followed by image i; the last image is the target.
 
     Right-padded to the longest sample. Labels cover the last ``[INST]`` caption + ``<img>`` + EOS as in the
@@ -174,7 +174,7 @@ def story_batch(
     elif image_embeds.shape != (n_images, vit_tokens, vit_dim):
         raise ValueError(f"image_embeds must be {(n_images, vit_tokens, vit_dim)}, got {tuple(image_embeds.shape)}")
     is_target = [i == len(s) - 1 for s in stories for i in range(len(s))]
-    return Batch(
+    return MLLMBatch(
         input_ids=stack(0, tokenizer.pad_token_id),
         attention_mask=(torch.arange(length) < lengths[:, None]).long(),
         labels=stack(1, -100),
@@ -188,7 +188,7 @@ def story_batch(
 
 def toy_stories(
     parts: Components, rng: random.Random, batch_size: int, length: int, *, supervise_all: bool
-) -> tuple[Batch, list[list[Scene]]]:
+) -> tuple[MLLMBatch, list[list[Scene]]]:
     """``batch_size`` toy stories of ``length`` scenes as one batch with their pictures' features, and the stories."""
     vision = parts.config.vision
     image_ids = ImageTokenIds.from_tokenizer(parts.tokenizer, parts.config.mllm.num_image_tokens)
@@ -206,7 +206,7 @@ def toy_stories(
     return batch, stories
 
 
-def toy_batch(parts: Components, rng: random.Random, batch_size: int, length: int) -> Batch:
+def toy_batch(parts: Components, rng: random.Random, batch_size: int, length: int) -> MLLMBatch:
     """``batch_size`` toy stories of ``length`` scenes with their pictures' features, every caption supervised."""
     return toy_stories(parts, rng, batch_size, length, supervise_all=True)[0]
 

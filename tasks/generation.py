@@ -1,5 +1,5 @@
 """Tasks of the nightly generation flow. GPU tasks carry the ``gpu`` tag (a tag concurrency limit caps how many
-run at once on a worker) and share one pipeline per worker process (:func:`seed_story.batch.models.load_pipeline`).
+run at once on a worker) and share one pipeline per worker process (:func:`seed_story.batch.pipelines.load_pipeline`).
 They pass records and store keys, never tensors.
 """
 
@@ -10,8 +10,8 @@ from prefect import get_run_logger, task
 from seed_story.batch.drawing import DrawItem, draw_items, pending_draws
 from seed_story.batch.finishing import export_storystream, finish_stories
 from seed_story.batch.manifest import Manifest
-from seed_story.batch.models import load_pipeline, model_version
 from seed_story.batch.openings import encode_openings
+from seed_story.batch.pipelines import load_pipeline, model_version
 from seed_story.batch.planning import RunPlan, plan_run
 from seed_story.batch.sources import load_manifest
 from seed_story.batch.writing import WriteReport, write_stories

@@ -8,7 +8,7 @@ from typing import Literal
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
-from seed_story.batch.models import ModelSpec
+from seed_story.batch.pipelines import ModelSpec
 from seed_story.render.pdf import PrintSettings
 from tasks.common import StoreSettings
 

@@ -24,7 +24,7 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 import pytest
 import torch
 
-from seed_story.batch.models import toy_checkpoint
+from seed_story.batch.pipelines import toy_checkpoint
 from seed_story.components import Components, load_native
 from seed_story.config import ModelConfig
 from seed_story.presets import from_preset

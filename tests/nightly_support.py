@@ -13,7 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from seed_story.batch.models import ModelSpec
+from seed_story.batch.pipelines import ModelSpec
 from seed_story.generation.settings import DrawSettings
 from seed_story.toy import sample_story
 from tasks.settings import NightlySettings, RenderOptions

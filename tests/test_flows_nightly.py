@@ -11,7 +11,7 @@ from prefect import flow, task
 
 from flows.nightly_generation import nightly_generation
 from seed_story.batch.manifest import ManifestError
-from seed_story.batch.models import _pipeline
+from seed_story.batch.pipelines import _pipeline
 from seed_story.runstore.keys import RunKeys, StoryKeys
 from seed_story.runstore.records import RunSummary, StepRecord, StoryRecord
 from seed_story.runstore.sequence import SEQUENCE_SCHEMA

@@ -22,7 +22,7 @@ from seed_story.training import TrainConfig, train
 from seed_story.training.run import build_task
 from seed_story.training.schedule import cosine_factor
 from seed_story.training.sources import toy_batches
-from seed_story.training.tasks import Stage2Task
+from seed_story.training.stages import Stage2Task
 from seed_story.training.trainer import StateDictModule, Trainer
 
 

@@ -96,7 +96,7 @@ def test_bpe_tokenizer_has_the_presets_vocabulary_and_image_tokens(tmp_path):
 
 def test_full_llm_trains_the_base_weights_too(tiny_config):
     from seed_story.components import build_random
-    from seed_story.training.tasks import set_mllm_trainable
+    from seed_story.training.stages import set_mllm_trainable
 
     lora_only = set(set_mllm_trainable(build_random(tiny_config).mllm))
     full = set(set_mllm_trainable(build_random(tiny_config).mllm, full_llm=True))

@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from pydantic import BaseModel, Field
 
 from seed_story.batch.manifest import Manifest
-from seed_story.batch.models import ModelSpec
+from seed_story.batch.pipelines import ModelSpec
 from seed_story.runstore.keys import RunKeys, StoryKeys
 from seed_story.runstore.records import ManifestRow, StoryFailure, StoryPlan, StoryRecord
 from seed_story.storage import ObjectStore, get_model, put_model

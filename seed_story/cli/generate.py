@@ -101,7 +101,7 @@ def generate(
     from pydantic import ValidationError
 
     from seed_story.batch.manifest import ManifestError
-    from seed_story.batch.models import ModelSpec
+    from seed_story.batch.pipelines import ModelSpec
     from seed_story.generation.settings import DrawSettings, WriterSettings
     from seed_story.render.pdf import PrintSettings
     from seed_story.storage import S3Settings
@@ -156,7 +156,7 @@ def demo(
     guidance: float | None = typer.Option(None, "--guidance", min=1.0, help=f"Default: {MINI_GUIDANCE} (mini), 7.5."),
 ) -> None:
     """Three storybooks from bundled example prompts, on the embedded defaults (local store, local Prefect API)."""
-    from seed_story.batch.models import ModelSpec, toy_checkpoint
+    from seed_story.batch.pipelines import ModelSpec, toy_checkpoint
     from seed_story.examples import bundled_model
     from seed_story.generation.settings import DrawSettings
     from tasks.settings import NightlySettings

@@ -23,7 +23,7 @@ from pydantic import Field
 from transformers import PreTrainedTokenizerBase
 
 from seed_story.config import StrictModel
-from seed_story.data.batch import Batch
+from seed_story.data.mllm_batch import MLLMBatch
 from seed_story.interleave import image_slot_mask
 from seed_story.models.visual_tokenizer import image_transform_batch
 from seed_story.tokenizer import INST, ImageTokenIds, image_string
@@ -94,11 +94,11 @@ class TrainBatch:
         """(B, 3, S, S) ViT pixels of each sample's target picture (the one ``embeds_gen_mask`` marks)."""
         return self.images[self.embeds_gen_mask]
 
-    def with_embeds(self, image_embeds: torch.Tensor) -> Batch:
+    def with_embeds(self, image_embeds: torch.Tensor) -> MLLMBatch:
         """The MLLM's batch, once the frozen ViT has turned ``images`` into (N, tokens, dim) features."""
         if image_embeds.shape[0] != self.images.shape[0]:
             raise ValueError(f"need features for {self.images.shape[0]} pictures, got {image_embeds.shape[0]}")
-        return Batch.from_fields(self, image_embeds)
+        return MLLMBatch.from_fields(self, image_embeds)
 
 
 def passes_filter(image: Image.Image, settings: SequenceSettings) -> bool:

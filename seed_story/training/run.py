@@ -10,7 +10,7 @@ from seed_story.tokenizer import load_tokenizer
 from seed_story.training.config import PictureData, StoryStreamData, TrainConfig
 from seed_story.training.pretrain import VAETask, VisionTask, picture_batches
 from seed_story.training.sources import storystream_batches, toy_batches
-from seed_story.training.tasks import Stage1Task, Stage2Task, Stage3Task, StageTask
+from seed_story.training.stages import Stage1Task, Stage2Task, Stage3Task, StageTask
 from seed_story.training.trainer import Trainer, TrainResult
 
 

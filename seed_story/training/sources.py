@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from seed_story.components import Components
 from seed_story.data.dataset import StoryStreamDataset
 from seed_story.data.sequence import SequenceSettings, collate
-from seed_story.toy import ANIMALS, PLACES, Batch, Scene, sample_story, toy_stories
+from seed_story.toy import ANIMALS, PLACES, MLLMBatch, Scene, sample_story, toy_stories
 from seed_story.training.config import StoryStreamData, ToyData
 
 
@@ -39,7 +39,7 @@ class PictureBatch:
 class StoryPictureBatch:
     """Stage-3 input: an interleaved sequence (teacher-forced through the MLLM) and its target pictures."""
 
-    sequence: Batch
+    sequence: MLLMBatch
     images: torch.Tensor
     time_ids: torch.Tensor
 
@@ -70,7 +70,7 @@ def _pictures(parts: Components, scenes: list[Scene]) -> tuple[torch.Tensor, tor
     return images, F.interpolate(images, size=(vit_size, vit_size), mode="bilinear", align_corners=False)
 
 
-def _stories(parts: Components, rng: random.Random, data: ToyData) -> tuple[Batch, list[Scene]]:
+def _stories(parts: Components, rng: random.Random, data: ToyData) -> tuple[MLLMBatch, list[Scene]]:
     length = rng.randint(data.min_scenes, data.max_scenes)  # one length per batch: nothing is padded
     batch, stories = toy_stories(parts, rng, data.batch_size, length, supervise_all=False)
     return batch, [st[-1] for st in stories]

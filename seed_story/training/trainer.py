@@ -32,7 +32,7 @@ from seed_story.checkpoints.native import save_checkpoint
 from seed_story.training.config import TrainConfig
 from seed_story.training.metrics import MetricsLog
 from seed_story.training.schedule import build_lr_scheduler
-from seed_story.training.tasks import StageTask
+from seed_story.training.stages import StageTask
 
 log = logging.getLogger(__name__)
 

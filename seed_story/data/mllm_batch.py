@@ -9,7 +9,7 @@ import torch
 
 
 @dataclass
-class Batch:
+class MLLMBatch:
     """A right-padded batch (facts §2.5); ``as_kwargs()`` feeds ``SeedStoryMLLM``.
 
     (B, L) ``input_ids``, ``attention_mask``, ``labels`` (int64) and ``ids_cmp_mask``/``ids_gen_mask`` (bool);
@@ -29,7 +29,7 @@ class Batch:
         return dict(self.__dict__)
 
     @classmethod
-    def from_fields(cls, source: Any, image_embeds: torch.Tensor | None = None) -> Batch:
+    def from_fields(cls, source: Any, image_embeds: torch.Tensor | None = None) -> MLLMBatch:
         """Pick this batch's fields off any object that carries them (e.g. a pixel batch), with ``image_embeds``
         given or read from ``source``."""
         values = {f.name: getattr(source, f.name, None) for f in fields(cls)}

@@ -17,7 +17,7 @@ from torch import nn
 
 from seed_story.components import Components
 from seed_story.config import RecLoss
-from seed_story.data.batch import Batch
+from seed_story.data.mllm_batch import MLLMBatch
 from seed_story.data.sequence import TrainBatch
 from seed_story.generation.schedulers import build_noise_scheduler
 from seed_story.models.detokenizer import Detokenizer
@@ -65,7 +65,7 @@ def set_mllm_trainable(mllm: SeedStoryMLLM, *, full_llm: bool = False) -> list[s
 
 def _batch_kwargs(batch: Any) -> dict[str, torch.Tensor]:
     """What SeedStoryMLLM.forward reads; batches may carry more (pixels, texts, provenance)."""
-    return {k: v for k, v in Batch.from_fields(batch).as_kwargs().items() if v is not None}
+    return {k: v for k, v in MLLMBatch.from_fields(batch).as_kwargs().items() if v is not None}
 
 
 class Stage2Task:
