@@ -53,3 +53,16 @@ def test_user_errors_are_one_line(tmp_path, args, message):
     assert len(errors) == 1 and message in errors[0], done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) <= 3, done.stderr  # a usage error adds click's "Usage:" and "Try ... --help" lines
+
+
+def test_long_commands_show_progress(tmp_path, toy_checkpoint_dir):
+    from seed_story.render.demo import demo_record, write_story
+
+    for story_id in ("a", "b"):
+        write_story(tmp_path / "runs" / "r1" / story_id, demo_record(story_id, steps=1))
+    rendered = CliRunner().invoke(app, ["render", "--store", str(tmp_path), "--run", "r1", "--format", "html"])
+    assert rendered.exit_code == 0, rendered.output
+    assert "rendering" in rendered.stderr and "2/2" in rendered.stderr
+    exported = CliRunner().invoke(app, ["checkpoints", "export", str(toy_checkpoint_dir), str(tmp_path / "half")])
+    assert exported.exit_code == 0, exported.output
+    assert "exporting" in exported.stderr and "4/4" in exported.stderr

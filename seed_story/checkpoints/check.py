@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -78,8 +79,15 @@ def _check_dir(component: Component, path: Path) -> tuple[Status, str]:
     return "ok", ""
 
 
-def check_pretrained(root: str | Path, cfg: ModelConfig | None = None, *, deep: bool = False) -> list[ComponentStatus]:
-    """One status per released component. ``deep`` also compares every tensor name and shape with the preset.
+def check_pretrained(
+    root: str | Path,
+    cfg: ModelConfig | None = None,
+    *,
+    deep: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[ComponentStatus]:
+    """One status per released component. ``deep`` also compares every tensor name and shape with the preset;
+    ``progress(done, total)`` is called after each component.
 
     Example::
 
@@ -89,7 +97,7 @@ def check_pretrained(root: str | Path, cfg: ModelConfig | None = None, *, deep: 
     cfg = cfg or from_preset("seed-story-george")
     layout = PretrainedLayout.discover(root)
     out = []
-    for component in COMPONENTS:
+    for done, component in enumerate(COMPONENTS, start=1):
         path: Path | None = getattr(layout, component.key)
         if path is None:
             status, detail, size = "missing", "tried " + ", ".join(component.candidates), 0
@@ -112,4 +120,6 @@ def check_pretrained(root: str | Path, cfg: ModelConfig | None = None, *, deep: 
                 detail=detail,
             )
         )
+        if progress is not None:
+            progress(done, len(COMPONENTS))
     return out

@@ -16,7 +16,7 @@ with a manifest is always complete.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -117,14 +117,19 @@ def check_same_vae(detokenizer: DetokenizerConfig, model: DetokenizerConfig, sou
 
 
 def export_checkpoint(
-    source: str | Path, target: str | Path, dtype: torch.dtype = torch.float16, *, detokenizer: str | Path | None = None
+    source: str | Path,
+    target: str | Path,
+    dtype: torch.dtype = torch.float16,
+    *,
+    detokenizer: str | Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Copy a checkpoint with its floating-point weights stored as ``dtype`` (e.g. to ship it half the size).
 
     Loading casts each tensor back to the module's own dtype, so a float16 export loads into a float32
     model. ``detokenizer`` takes the de-tokenizer, with its config, from another checkpoint (say stage 1's
     output); it must have been trained over the same VAE. The manifest is written last, as by
-    :func:`save_checkpoint`.
+    :func:`save_checkpoint`. ``progress(done, total)`` is called after each network.
 
     Example::
 
@@ -142,12 +147,14 @@ def export_checkpoint(
         model = manifest.model.model_copy(update={"detokenizer": other.model.detokenizer})
         manifest = manifest.model_copy(update={"model": model})
     target.mkdir(parents=True, exist_ok=True)
-    for part, name in manifest.parts.items():
+    for done, (part, name) in enumerate(manifest.parts.items(), start=1):
         tensors = load_state_dict_file(sources[part])
         cast = {k: v.to(dtype) if v.is_floating_point() else v for k, v in tensors.items()}
         tmp = target / (name + ".partial")
         save_file(cast, str(tmp), metadata={"format": FORMAT, "part": name.removesuffix(".safetensors")})
         tmp.replace(target / name)
+        if progress is not None:
+            progress(done, len(manifest.parts))
     if manifest.has_tokenizer:
         shutil.copytree(source / "tokenizer", target / "tokenizer", dirs_exist_ok=True)
     metadata = {**manifest.metadata, "exported_from": str(source)}

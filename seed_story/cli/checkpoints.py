@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from seed_story.cli.output import progress_bar
+
 app = typer.Typer(help="Work with this project's checkpoints.", no_args_is_help=True)
 
 
@@ -24,5 +26,6 @@ def export(
     dtypes = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
     if dtype not in dtypes:
         raise typer.BadParameter(f"choose one of {sorted(dtypes)}", param_hint="--dtype")
-    manifest = export_checkpoint(source, target, dtypes[dtype], detokenizer=detokenizer)
+    with progress_bar("exporting") as progress:
+        manifest = export_checkpoint(source, target, dtypes[dtype], detokenizer=detokenizer, progress=progress)
     typer.echo(f"wrote {manifest.parent} ({dtype})")

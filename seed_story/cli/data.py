@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from seed_story.cli.output import progress_bar
 from seed_story.presets import from_preset
 
 app = typer.Typer(help="Prepare training data.", no_args_is_help=True)
@@ -34,9 +35,9 @@ def ingest_storystream(
     if not files:
         typer.secho(f"no file matches {jsonl_glob}", fg="red", err=True)
         raise typer.Exit(1)
-    report = ingest(
-        files, image_dir, out_dir, chunk_length=chunk_length, shard_size=shard_size, row_group_size=row_group_size
-    )
+    with progress_bar("ingesting", enabled=not as_json) as progress:
+        report = ingest(files, image_dir, out_dir, chunk_length=chunk_length, shard_size=shard_size,
+                        row_group_size=row_group_size, progress=progress)  # fmt: skip
     if as_json:
         typer.echo(json.dumps(report.model_dump(), indent=2))
         return

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from seed_story.cli.output import progress_bar
+
 if TYPE_CHECKING:  # the judge loads numpy and PIL: only when the command runs, not with every CLI call
     from seed_story.eval.metrics import Scores
     from seed_story.eval.report import EvalReport
@@ -69,7 +71,8 @@ def eval_run(
     if s3_endpoint_url and not store.startswith("s3://"):
         raise typer.BadParameter("--s3-endpoint-url only applies to s3:// stores", param_hint="--s3-endpoint-url")
     objects = open_store(store, S3Settings(endpoint_url=s3_endpoint_url) if s3_endpoint_url else None)
-    report = evaluate_run(objects, run)
+    with progress_bar("judging") as progress:
+        report = evaluate_run(objects, run, progress)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(report.model_dump_json(indent=2))

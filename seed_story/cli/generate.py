@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import Progress
 
-from seed_story.cli.output import one_line
+from seed_story.cli.output import BAR_COLUMNS, one_line
 
 if TYPE_CHECKING:  # the flow layer (Prefect) is imported only when a command runs
     from seed_story.runstore.records import RunSummary
@@ -25,8 +25,7 @@ def _watch(store: ObjectStore, run_id: str, total_steps: int, done: threading.Ev
     """Poll the store every second and show written steps and drawn pictures (what the flow has persisted)."""
     from seed_story.batch.progress import run_progress
 
-    columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as bars:
+    with Progress(*BAR_COLUMNS, console=console) as bars:
         write = bars.add_task("writing", total=total_steps)
         draw = bars.add_task("drawing", total=total_steps)
         while True:

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from seed_story.storage.base import StorageError
 
@@ -65,3 +69,24 @@ def one_line(err: BaseException) -> str:
     if isinstance(err, USER_ERRORS):
         return text
     return f"{type(err).__name__}: {text} (-v shows the traceback)"
+
+
+BAR_COLUMNS = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+
+
+@contextmanager
+def progress_bar(description: str, *, enabled: bool = True) -> Iterator[Callable[[int, int], None] | None]:
+    """A bar on stderr, fed by the ``progress(done, total)`` callback that long library calls accept (``None``
+    when not ``enabled``, e.g. for ``--json`` output).
+
+    Example::
+
+        with progress_bar("rendering") as progress:
+            render_run(store, run_id, progress=progress)
+    """
+    if not enabled:
+        yield None
+        return
+    with Progress(*BAR_COLUMNS, console=Console(stderr=True)) as bars:
+        task = bars.add_task(description, total=None)
+        yield lambda done, total: bars.update(task, completed=done, total=total)

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from seed_story.cli.output import progress_bar
 from seed_story.presets import from_preset
 
 app = typer.Typer(help="Work with the original release's weights.", no_args_is_help=True)
@@ -26,7 +27,8 @@ def check(
     """Report what is present, missing or mismatched, with sizes. Exit code 1 if inference cannot run."""
     from seed_story.checkpoints.check import check_pretrained
 
-    results = check_pretrained(directory, from_preset(preset), deep=deep)
+    with progress_bar("checking", enabled=not as_json) as progress:
+        results = check_pretrained(directory, from_preset(preset), deep=deep, progress=progress)
     if as_json:
         typer.echo(json.dumps([r.model_dump() for r in results], indent=2))
     else:

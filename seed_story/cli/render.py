@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from seed_story.cli.output import progress_bar
+
 app = typer.Typer(help="Render stored stories as storybooks.", invoke_without_command=True)
 
 
@@ -30,5 +32,6 @@ def render(
     objects = open_store(store, S3Settings(endpoint_url=s3_endpoint_url) if s3_endpoint_url else None)
     settings = PrintSettings(page_size=page_size, upscale_dpi=upscale_dpi)
     wanted = [f.strip() for f in formats.split(",") if f.strip()]
-    report = render_run(objects, run, wanted, settings, self_contained=self_contained)
+    with progress_bar("rendering") as progress:
+        report = render_run(objects, run, wanted, settings, self_contained=self_contained, progress=progress)
     typer.echo(report.model_dump_json(indent=2))

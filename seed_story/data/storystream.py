@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -154,9 +154,16 @@ def story_chunks(
 
 
 def read_storystream(
-    jsonl_files: Iterable[str | Path], image_dir: str | Path, report: IngestReport, *, chunk_length: int = 10
+    jsonl_files: Iterable[str | Path],
+    image_dir: str | Path,
+    report: IngestReport,
+    *,
+    chunk_length: int = 10,
+    on_line: Callable[[], None] | None = None,
 ) -> Iterator[StoryChunk]:
     """Every good chunk of every story in ``jsonl_files`` (in file then line order); problems go to ``report``.
+
+    ``on_line()`` is called once per line read, blank ones included.
 
     Example::
 
@@ -171,6 +178,8 @@ def read_storystream(
         report.files += 1
         with file.open("rb") as lines:
             for number, raw in enumerate(lines, start=1):
+                if on_line is not None:
+                    on_line()
                 if not raw.strip():
                     continue  # blank lines carry nothing, as in the reference's parser
                 report.lines += 1

@@ -12,6 +12,7 @@ Example::
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 
 from PIL import Image
 from pydantic import Field
@@ -55,8 +56,21 @@ def story_frames(stories: StoryStore, run_id: str, record: StoryRecord) -> list[
     return frames
 
 
-def evaluate_run(objects: ObjectStore, run_id: str) -> EvalReport:
-    """Score every complete story of ``run_id`` in ``objects`` (see the module docstring).
+def _judge_story(stories: StoryStore, run_id: str, story_id: str) -> StoryScores | SkippedStory:
+    try:
+        record = stories.read_story(run_id, story_id)
+        if record.status != "complete":
+            return SkippedStory(story_id=story_id, reason=f"status {record.status}")
+        frames = story_frames(stories, run_id, record)
+    except (ValueError, OSError) as err:  # a bad record, a missing or undecodable picture
+        return SkippedStory(story_id=story_id, reason=f"{type(err).__name__}: {err}")
+    scores = score_story([(text, detect_frame(image)) for text, image in frames])
+    return StoryScores(story_id=story_id, scores=scores)
+
+
+def evaluate_run(objects: ObjectStore, run_id: str, progress: Callable[[int, int], None] | None = None) -> EvalReport:
+    """Score every complete story of ``run_id`` in ``objects`` (see the module docstring); ``progress(done,
+    total)`` is called after each story.
 
     Example::
 
@@ -64,17 +78,11 @@ def evaluate_run(objects: ObjectStore, run_id: str) -> EvalReport:
     """
     stories = StoryStore(objects)
     judged, skipped = [], []
-    for story_id in stories.story_ids(run_id):
-        try:
-            record = stories.read_story(run_id, story_id)
-            if record.status != "complete":
-                skipped.append(SkippedStory(story_id=story_id, reason=f"status {record.status}"))
-                continue
-            frames = story_frames(stories, run_id, record)
-        except (ValueError, OSError) as err:  # a bad record, a missing or undecodable picture
-            skipped.append(SkippedStory(story_id=story_id, reason=f"{type(err).__name__}: {err}"))
-            continue
-        scores = score_story([(text, detect_frame(image)) for text, image in frames])
-        judged.append(StoryScores(story_id=story_id, scores=scores))
+    story_ids = stories.story_ids(run_id)
+    for done, story_id in enumerate(story_ids, start=1):
+        result = _judge_story(stories, run_id, story_id)
+        (judged if isinstance(result, StoryScores) else skipped).append(result)
+        if progress is not None:
+            progress(done, len(story_ids))
     overall = sum((s.scores for s in judged), Scores())
     return EvalReport(store=objects.uri, run_id=run_id, stories=judged, skipped=skipped, overall=overall)

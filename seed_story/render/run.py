@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel
 
@@ -66,10 +66,12 @@ def render_run(
     settings: PrintSettings | None = None,
     *,
     self_contained: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> RunReport:
     """Render all complete stories of ``run_id`` as HTML and/or PDF, then write the run's ``index.html``.
 
-    ``store`` is a ``StoryStore`` or any ``ObjectStore`` (local folder or S3) holding ``runs/{run_id}/``.
+    ``store`` is a ``StoryStore`` or any ``ObjectStore`` (local folder or S3) holding ``runs/{run_id}/``;
+    ``progress(done, total)`` is called after each story.
 
     Example::
 
@@ -82,13 +84,14 @@ def render_run(
         raise ValueError(f"unknown format(s) {sorted(unknown)}; choose from {FORMATS}")
     records = [stories.read_story(run_id, sid) for sid in stories.story_ids(run_id)]
     rendered, pdfs = [], []
-    for record in records:
-        if record.status != "complete":
-            continue
-        report = render_story(stories, run_id, record, formats, settings, self_contained=self_contained)
-        pdfs += [report] if report else []
-        rendered.append(record.story_id)
-        logger.info("rendered %s/%s", run_id, record.story_id)
+    for done, record in enumerate(records, start=1):
+        if record.status == "complete":
+            report = render_story(stories, run_id, record, formats, settings, self_contained=self_contained)
+            pdfs += [report] if report else []
+            rendered.append(record.story_id)
+            logger.info("rendered %s/%s", run_id, record.story_id)
+        if progress is not None:
+            progress(done, len(records))
     run_key = RunKeys(run_id).prefix
     # The gallery links only books that exist now, whichever run wrote them: ask the store, not this run.
     existing = {key.removeprefix(run_key + "/") for key in stories.objects.list(run_key + "/")}
