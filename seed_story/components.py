@@ -19,9 +19,9 @@ from seed_story.checkpoints.layout import PretrainedLayout
 from seed_story.checkpoints.native import MANIFEST, check_same_vae, load_part, read_manifest
 from seed_story.checkpoints.vision import load_visual_tokenizer
 from seed_story.config import ModelConfig
-from seed_story.generation.schedulers import build_scheduler
 from seed_story.models.detokenizer import Detokenizer, build_detokenizer, build_vae
 from seed_story.models.mllm import SeedStoryMLLM
+from seed_story.models.schedulers import build_scheduler
 from seed_story.models.visual_tokenizer import VisualTokenizer
 from seed_story.presets import from_preset
 from seed_story.tokenizer import build_byte_tokenizer, load_tokenizer

@@ -10,7 +10,6 @@ from diffusers.models.attention_processor import Attention
 
 from seed_story.config import DetokenizerConfig, ModelConfig
 from seed_story.generation.drawer import ImageDrawer
-from seed_story.generation.schedulers import build_noise_scheduler, build_scheduler
 from seed_story.models.detokenizer import (
     AttentionPool2d,
     PerceiverAttention,
@@ -20,6 +19,7 @@ from seed_story.models.detokenizer import (
     build_vae,
     sample_timesteps,
 )
+from seed_story.models.schedulers import build_noise_scheduler, build_scheduler
 from seed_story.presets import from_preset
 
 

@@ -250,7 +250,7 @@ def write_openings(
 
         manifest = write_openings("demo/", 8, seed=3)  # seed-story generate --manifest demo/openings.jsonl ...
     """
-    from seed_story.batch.manifest import ManifestRow  # imports torch; only this helper needs it
+    from seed_story.runstore.records import ManifestRow
 
     out = Path(out_dir)
     (out / "openings").mkdir(parents=True, exist_ok=True)

@@ -19,9 +19,9 @@ from seed_story.components import Components
 from seed_story.config import RecLoss
 from seed_story.data.mllm_batch import MLLMBatch
 from seed_story.data.sequence import TrainBatch
-from seed_story.generation.schedulers import build_noise_scheduler
 from seed_story.models.detokenizer import Detokenizer
 from seed_story.models.mllm import SeedStoryMLLM
+from seed_story.models.schedulers import build_noise_scheduler
 
 
 class StageTask(Protocol):

@@ -1,4 +1,8 @@
-"""The de-tokenizer's noise schedulers, both built from one ``SchedulerConfig``: Euler to draw, DDPM to train."""
+"""The de-tokenizer's noise schedule, built from one ``SchedulerConfig``: Euler to draw, DDPM to train.
+
+A property of the model (its betas and prediction type), so it sits with the networks: drawing
+(:mod:`seed_story.generation.drawer`) and training both build from here.
+"""
 
 from __future__ import annotations
 
