@@ -24,6 +24,9 @@ format:
 # The ViT and the VAE pre-train independently, and so do stages 1 and 2 afterwards: `make -j2 train-mini` runs
 # each pair side by side. Every run resumes from its newest checkpoint, so an interrupted `make train-mini`
 # continues where it stopped.
+# Where the world and the runs go: the paths configs/train/mini_*.yaml read.
+WORLD := data/world
+MINI := runs/mini
 TRAIN := OMP_NUM_THREADS=2 HF_HUB_OFFLINE=1 $(BIN)/seed-story train
 # Paired runs go side by side under -j2: one thread each (two 2-thread runs on 2 cores slow each other badly).
 TRAIN_SIDE := OMP_NUM_THREADS=$(or $(SIDE_THREADS),1) HF_HUB_OFFLINE=1 $(BIN)/seed-story train
