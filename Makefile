@@ -20,7 +20,7 @@ format:
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# SEED-Story-Mini from scratch (README "SEED-Story-Mini"): the world, the tokenizer, then five training runs.
+# SEED-Story-Mini from scratch (docs/mini-model.md): the world, the tokenizer, then five training runs.
 # The ViT and the VAE pre-train independently, and so do stages 1 and 2 afterwards: `make -j2 train-mini` runs
 # each pair side by side. Every run resumes from its newest checkpoint, so an interrupted `make train-mini`
 # continues where it stopped.

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from seed_story.components import load_components
 from seed_story.data.storyworld import StoryWorld
 from seed_story.data.storyworld_draw import render_frame
-from seed_story.generation.schedulers import build_noise_scheduler
+from seed_story.models.schedulers import build_noise_scheduler
 from seed_story.models.visual_tokenizer import image_transform_batch
 from seed_story.training.pretrain import signed_pixels
 from seed_story.training.sources import sd_time_ids

@@ -35,13 +35,13 @@ from seed_story.config import ModelConfig  # noqa: E402
 from seed_story.generation.decoder import merge_lora_for_inference  # noqa: E402
 from seed_story.generation.pipeline import StoryPipeline  # noqa: E402
 from seed_story.generation.records import StoryRequest  # noqa: E402
-from seed_story.generation.schedulers import build_scheduler  # noqa: E402
 from seed_story.generation.settings import DrawSettings, WriterSettings  # noqa: E402
 from seed_story.generation.writer import StoryWriter  # noqa: E402
 from seed_story.interleave import image_slot_mask  # noqa: E402
 from seed_story.models.detokenizer import build_detokenizer, build_vae  # noqa: E402
 from seed_story.models.mllm import SeedStoryMLLM  # noqa: E402
 from seed_story.models.resampler import Resampler  # noqa: E402
+from seed_story.models.schedulers import build_scheduler  # noqa: E402
 from seed_story.models.visual_tokenizer import VisualTokenizer  # noqa: E402
 from seed_story.presets import from_preset  # noqa: E402
 from seed_story.tokenizer import ImageTokenIds, build_byte_tokenizer, image_string  # noqa: E402

@@ -1,6 +1,6 @@
 """The SEED-Story-Mini recipe as a smoke run: the repo's own mini configs, a small world, two steps per stage.
 
-The full training is `make -j2 train-mini` (README "SEED-Story-Mini"); this proves the chain of configs runs:
+The full training is `make -j2 train-mini` (docs/mini-model.md); this proves the chain of configs runs:
 world -> shards + tokenizer -> vision and vae -> stage 1 and stage 2 -> stage 3 -> a model that writes and draws.
 """
 

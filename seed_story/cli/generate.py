@@ -127,7 +127,7 @@ def generate(
 
 
 # The mini de-tokenizer draws best without classifier-free guidance (1 skips the unconditional pass); the
-# reference's 7.5 saturates it (README, SEED-Story-Mini, lesson 5).
+# reference's 7.5 saturates it (docs/mini-model.md, lesson 5).
 MINI_GUIDANCE = 1.0
 
 
