@@ -24,7 +24,7 @@ class StrictModel(BaseModel):
 
 
 class VisionConfig(StrictModel):
-    """Qwen-VL-style ViT with an attention-pool resampler (facts §1)."""
+    """Qwen-VL-style ViT with an attention-pool resampler (the release's ViT config, qwen_vitg_448.yaml)."""
 
     image_size: int = Field(gt=0)
     patch_size: int = Field(gt=0)
@@ -62,7 +62,7 @@ class VisionConfig(StrictModel):
 
 
 class ResamplerConfig(StrictModel):
-    """One perceiver cross-attention layer from ``kv_dim`` inputs to ``grid**2`` queries (facts §1.5)."""
+    """One perceiver cross-attention layer from ``kv_dim`` inputs to ``grid**2`` queries (the release's Resampler)."""
 
     grid: int = Field(gt=0)
     embed_dim: int = Field(gt=0)
@@ -125,7 +125,7 @@ RecLoss = Literal["cosine", "centered_cosine", "cosine_and_centered"]
 
 
 class MLLMConfig(StrictModel):
-    """Llama + LoRA with input/output resamplers (facts §2)."""
+    """Llama + LoRA with input/output resamplers (the release's ContinuousLVLM)."""
 
     llm: LlamaSettings
     lora: LoraSettings
@@ -159,7 +159,7 @@ class MLLMConfig(StrictModel):
 
 
 class ResamplerXLConfig(StrictModel):
-    """ResamplerXLV2: ViT features -> (prompt_embeds, pooled_prompt_embeds) for SDXL (facts §3.2)."""
+    """ResamplerXLV2: ViT features -> (prompt_embeds, pooled_prompt_embeds) for SDXL (the release's ResamplerXLV2)."""
 
     dim: int = Field(gt=0)
     depth: int = Field(gt=0)
@@ -178,7 +178,7 @@ class ResamplerXLConfig(StrictModel):
 
 
 class UNetConfig(StrictModel):
-    """SDXL-shaped ``diffusers.UNet2DConditionModel`` settings (facts §3.6)."""
+    """SDXL-shaped ``diffusers.UNet2DConditionModel`` settings (SDXL-base-1.0's configs)."""
 
     sample_size: int = 128
     in_channels: int = 4

@@ -22,7 +22,8 @@ def encode_prompt(
     """Tokenise a prompt that may embed image placeholders, as the reference does.
 
     The whole string is encoded in one call with ``add_special_tokens=False`` and BOS is prepended by hand
-    (facts §2.3): tokenising text and placeholders separately can give different ids around the added tokens.
+    (as the release tokenises): tokenising text and placeholders separately can give different ids around the added
+    tokens.
     """
     ids = tokenizer.encode(text, add_special_tokens=False)
     return [tokenizer.bos_token_id, *ids] if add_bos else ids

@@ -1,4 +1,4 @@
-"""Named architecture presets. Real sizes come from the facts of the released SEED-Story model."""
+"""Named architecture presets. Real sizes are the released SEED-Story model's (its configs and checkpoints)."""
 
 from __future__ import annotations
 

@@ -127,7 +127,7 @@ def is_story_step(
 def _story_row(
     tokenizer: PreTrainedTokenizerBase, image_ids: ImageTokenIds, captions: list[str], supervise_all: bool
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ids, labels, context-slot mask and target-slot mask of one story (facts §5.4)."""
+    """ids, labels, context-slot mask and target-slot mask of one story (the release's decode_long_story_data)."""
     img = image_string(len(image_ids.image))
     instruction = captions[0] + img + "".join(INST + c + img for c in captions[1:-1])
     response = INST + captions[-1] + img
@@ -155,8 +155,8 @@ def story_batch(
     """Each story = captions; caption i is followed by image i; the last image is the target.
 
     Right-padded to the longest sample. Labels cover the last ``[INST]`` caption + ``<img>`` + EOS as in the
-    reference (facts §5.4), or with ``supervise_all`` every caption and ``<img>`` (the first caption and
-    each ``[INST]``) + EOS; image tokens and ``</img>`` never. ``image_embeds`` (one (vit_tokens, vit_dim)
+    reference (the release's decode_long_story_data), or with ``supervise_all`` every caption and ``<img>`` (the first
+    caption and each ``[INST]``) + EOS; image tokens and ``</img>`` never. ``image_embeds`` (one (vit_tokens, vit_dim)
     tensor per caption, story-major) default to random.
     """
     rows = [_story_row(tokenizer, image_ids, captions, supervise_all) for captions in stories]

@@ -1,4 +1,5 @@
-"""Oracle: the released story-generation algorithms, written plainly (facts §2.7, §4.1, §4.2).
+"""Oracle: the released story-generation algorithms, written plainly (the release's generate; the release's
+gen_george.py; the release's vis_george_sink.py).
 
 Batch 1, greedy, and slow on purpose: every story step re-tokenises the whole window with BOS and calls
 Hugging Face ``generate`` from scratch (no cache carried between steps), with the original logits
@@ -104,7 +105,7 @@ def reference_write(
     max_new_tokens: int = 500,
     timings: list[float] | None = None,
 ) -> list[RefStep]:
-    """gen_george (facts §4.1): the model writes each next caption and draws its picture.
+    """gen_george (the release's gen_george.py): the model writes each next caption and draws its picture.
 
     ``opening_features`` is (1, T, D). Returns up to ``num_steps`` generated (text, picture) steps; stops
     early after a step without ``</img>``. ``timings``, if given, receives each step's wall seconds.
@@ -138,7 +139,8 @@ def reference_illustrate(
     inst_separator: bool = True,
     max_new_tokens: int = 500,
 ) -> list[RefStep]:
-    """vis_george_sink as it effectively runs (facts §4.2): the texts are given, the model only draws.
+    """vis_george_sink as it effectively runs (the release's vis_george_sink.py): the texts are given, the model only
+    draws.
 
     The prompt is caption0 + picture + [sep] + text_1, then + picture + [sep] + text_2 ..., with the
     regressed features as context and the same sliding window as :func:`reference_write` (re-tokenised

@@ -1,4 +1,5 @@
-"""The interleaved sequence builder (facts §5.4) and its collate: golden layout, labels, masks, k, drops."""
+"""The interleaved sequence builder (the release's decode_long_story_data) and its collate: golden layout, labels,
+masks, k, drops."""
 
 from __future__ import annotations
 

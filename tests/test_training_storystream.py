@@ -180,7 +180,8 @@ def test_stage1_batches_carry_the_targets_sd_pictures(shards: Path, tiny_config:
 
 
 def test_sd_transform_swaps_crop_offsets_like_the_reference() -> None:
-    # facts §5.4: 1920x1080 -> 1820x1024, centre crop left 398, top 0, written as [1080, 1920, 398, 0, ...]
+    # the release's decode_long_story_data: 1920x1080 -> 1820x1024, centre crop left 398, top 0, written as [1080,
+    # 1920, 398, 0, ...]
     pixels, time_ids = sd_transform(Image.new("RGB", (1920, 1080), (255, 0, 0)), 1024)
     assert time_ids.tolist() == [1080, 1920, 398, 0, 1024, 1024] and pixels.shape == (3, 1024, 1024)
     assert pixels[0].eq(1).all() and pixels[1].eq(-1).all()

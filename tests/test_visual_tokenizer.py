@@ -1,4 +1,5 @@
-"""Visual tokenizer (facts §1) and its image transform (facts §5.5)."""
+"""Visual tokenizer (the release's ViT config, qwen_vitg_448.yaml) and its image transform (the release's image
+transforms)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Where the released SEED-Story files live under a ``pretrained/`` folder, with every known path variant.
 
-The release, its configs and its helper scripts disagree on several paths (facts §9); each component
-lists the variants in the order we try them. A ``.safetensors`` twin of any ``.bin``/``.pt`` is accepted
+The release, its configs and its helper scripts disagree on several paths (the release's pretrained/ layout); each
+component lists the variants in the order we try them. A ``.safetensors`` twin of any ``.bin``/``.pt`` is accepted
 first, since it loads without unpickling.
 """
 

@@ -2,7 +2,7 @@
 
 peft 0.4 stored a LoRA-wrapped linear's frozen weight as ``...q_proj.weight``; peft >= 0.7 nests it as
 ``...q_proj.base_layer.weight``. The ``lora_A.default``/``lora_B.default`` and ``original_module``/
-``modules_to_save.default`` names did not change (facts §2.6).
+``modules_to_save.default`` names did not change (the released agent checkpoints' key names).
 """
 
 from __future__ import annotations

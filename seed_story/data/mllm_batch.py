@@ -10,7 +10,7 @@ import torch
 
 @dataclass
 class MLLMBatch:
-    """A right-padded batch (facts §2.5); ``as_kwargs()`` feeds ``SeedStoryMLLM``.
+    """A right-padded batch (the release's ContinuousLVLM.forward); ``as_kwargs()`` feeds ``SeedStoryMLLM``.
 
     (B, L) ``input_ids``, ``attention_mask``, ``labels`` (int64) and ``ids_cmp_mask``/``ids_gen_mask`` (bool);
     (N,) ``embeds_cmp_mask``/``embeds_gen_mask`` (bool) and (N, T, D) ``image_embeds`` over all N pictures.

@@ -1,4 +1,4 @@
-"""One training sequence from a story chunk, exactly as the reference's ``decode_long_story_data`` (facts §5.4).
+"""One training sequence from a story chunk, exactly as the release's ``decode_long_story_data``.
 
 From a chunk of n captions and pictures: a length k uniform in 2..n; caption i followed by picture i;
 pictures 0..k-2 are context, picture k-1 the target. The ids are ``[BOS] + enc(instruction) + enc(response) +
@@ -69,10 +69,10 @@ class Sample:
 
 @dataclass
 class TrainBatch:
-    """A right-padded batch (facts §2.5): (B, L) ``input_ids`` int64, ``attention_mask`` int64, ``labels``
-    int64, ``ids_cmp_mask``/``ids_gen_mask`` bool; (N,) ``embeds_cmp_mask``/``embeds_gen_mask`` bool and (N, 3,
-    S, S) float32 ``images`` over all N pictures of the batch, sample-major; ``texts`` and ``meta`` per sample.
-    With ``SequenceSettings.sd_size`` set, (B, 3, sd, sd) ``sd_images`` of each sample's target in [-1, 1] and
+    """A right-padded batch (the release's ContinuousLVLM.forward): (B, L) ``input_ids`` int64, ``attention_mask``
+    int64, ``labels`` int64, ``ids_cmp_mask``/``ids_gen_mask`` bool; (N,) ``embeds_cmp_mask``/``embeds_gen_mask`` bool
+    and (N, 3, S, S) float32 ``images`` over all N pictures of the batch, sample-major; ``texts`` and ``meta`` per
+    sample. With ``SequenceSettings.sd_size`` set, (B, 3, sd, sd) ``sd_images`` of each sample's target in [-1, 1] and
     (B, 6) float32 ``time_ids``; otherwise both are ``None``.
     """
 
@@ -102,8 +102,8 @@ class TrainBatch:
 
 
 def passes_filter(image: Image.Image, settings: SequenceSettings) -> bool:
-    """The reference's size check (facts §5.4 step 2): both sides >= ``min_resolution`` and width/height in
-    [``min_aspect_ratio``, 1 / ``min_aspect_ratio``]. Only the header is read, not the pixels."""
+    """The reference's size check (the release's decode_long_story_data, step 2): both sides >= ``min_resolution`` and
+    width/height in [``min_aspect_ratio``, 1 / ``min_aspect_ratio``]. Only the header is read, not the pixels."""
     w, h = image.size
     if min(w, h) < settings.min_resolution or min(w, h) == 0:
         return False
@@ -111,7 +111,8 @@ def passes_filter(image: Image.Image, settings: SequenceSettings) -> bool:
 
 
 def sd_transform(image: Image.Image, size: int, swap_crop_offsets: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """(3, size, size) SD pixels in [-1, 1] and (6,) ``time_ids`` of a picture (facts §5.4 step 3, §5.5).
+    """(3, size, size) SD pixels in [-1, 1] and (6,) ``time_ids`` of a picture (the release's decode_long_story_data,
+    step 3; the release's image transforms).
 
     Shorter side to ``size`` (bicubic, longer side truncated), centre crop, ``(x - 0.5) / 0.5``. ``time_ids`` =
     [H, W, top, left, size, size] with the original H, W. The reference unpacks the resized (h, w) as (w, h), so
@@ -137,7 +138,8 @@ def sd_transform(image: Image.Image, size: int, swap_crop_offsets: bool = True) 
 
 
 def sample_length(rng: random.Random, num_images: int) -> int:
-    """k = ``randint(0, n - 2) + 2``: the number of pictures used, uniform in 2..n (facts §5.4 step 1)."""
+    """k = ``randint(0, n - 2) + 2``: the number of pictures used, uniform in 2..n (the release's
+    decode_long_story_data, step 1)."""
     if num_images < 2:
         raise ValueError(f"a story needs at least 2 pictures, got {num_images}")
     return rng.randint(0, num_images - 2) + 2
@@ -285,7 +287,8 @@ def _pad(rows: list[torch.Tensor], length: int, value: int | bool) -> torch.Tens
 
 
 def collate(samples: Sequence[Sample], pad_token_id: int, pad_to: int | None = None) -> TrainBatch:
-    """Right-pad and stack per-token tensors; concatenate pictures and picture masks along dim 0 (facts §5.3).
+    """Right-pad and stack per-token tensors; concatenate pictures and picture masks along dim 0 (the release's
+    build_long_story_datapipe).
 
     ``pad_to`` (e.g. ``max_length``) fixes the padded length; ``None`` pads to the longest sample.
 

@@ -1,11 +1,11 @@
 """Read the released StoryStream layout, validate each line, and cut stories into fixed-length chunks.
 
-The release (facts §5.1) is jsonl files whose lines are ``{"id", "images", "captions", "orders"}`` (30
-keyframes per story, image paths relative to an image folder). As the reference's ``chunk_data.py`` (facts
-§5.2), each story is cut into consecutive non-overlapping chunks of ``chunk_length`` (10) and a partial tail
-is dropped. Anything wrong (bad JSON, a missing key, images and captions of different lengths, a story shorter
-than one chunk, a missing or undecodable image) is recorded in an :class:`IngestReport` and skipped: the run
-never stops on bad data, and nothing is dropped without a line in the report.
+The StoryStream release is jsonl files whose lines are ``{"id", "images", "captions", "orders"}`` (30
+keyframes per story, image paths relative to an image folder). As the release's ``chunk_data.py``, each story is cut
+into consecutive non-overlapping chunks of ``chunk_length`` (10) and a partial tail is dropped. Anything wrong (bad
+JSON, a missing key, images and captions of different lengths, a story shorter than one chunk, a missing or undecodable
+image) is recorded in an :class:`IngestReport` and skipped: the run never stops on bad data, and nothing is dropped
+without a line in the report.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class IngestReport(StrictModel):
 
 
 def chunk_ranges(num_images: int, chunk_length: int) -> list[range]:
-    """Index ranges of the complete chunks of a story; the partial tail is dropped (facts §5.2)."""
+    """Index ranges of the complete chunks of a story; the partial tail is dropped (the release's chunk_data.py)."""
     return [range(s, s + chunk_length) for s in range(0, num_images - chunk_length + 1, chunk_length)]
 
 

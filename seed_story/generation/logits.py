@@ -9,7 +9,7 @@ from seed_story.tokenizer import ImageTokenIds
 
 
 def suppress_image_tokens(scores: torch.Tensor, image_ids: ImageTokenIds) -> torch.Tensor:
-    """Outside a picture, set the image tokens' and ``</img>``'s scores to 0.0 (facts §2.7).
+    """Outside a picture, set the image tokens' and ``</img>``'s scores to 0.0 (the release's generate).
 
     A soft suppression, faithfully *not* -inf: a token whose score is 0.0 can still win when every other
     score is negative. ``<img>`` is never touched: the model decides when to draw.

@@ -1,7 +1,7 @@
 """``StoryPipeline``: opening picture + text in, illustrated story out.
 
 Two separable halves: :meth:`StoryPipeline.write_story` runs only the MLLM (text + regressed features per
-step; the drawn pictures are never fed back, facts §4.1) and :meth:`StoryPipeline.draw` runs only the
+step; the drawn pictures are never fed back, the release's gen_george.py) and :meth:`StoryPipeline.draw` runs only the
 de-tokenizer on any batch of feature sets. ``__call__``/:meth:`generate` interleave them step by step,
 drawing every story's picture of a step in one batch; the result is identical to writing first and
 drawing later.

@@ -35,7 +35,7 @@ def check_story_texts(text: str, texts: list[str] | None, num_steps: int) -> Non
 
 
 class SamplingSettings(StrictModel):
-    """How the next token is chosen. Greedy by default, as the released scripts (facts §4.3)."""
+    """How the next token is chosen. Greedy by default, as in the released generation scripts."""
 
     do_sample: bool = False
     temperature: float = Field(default=0.7, gt=0)

@@ -3,7 +3,7 @@
 Unlike the released scripts, which re-encode the whole story window at every step with batch size 1, a
 story's KV cache is kept between steps: each step prefills only its new tokens (the previous step's text,
 when it re-tokenises to what was generated, is not even prefilled again; only its picture is, now as
-context features). Once a picture token is chosen the rest of the picture is forced (facts §2.7), so the 64
+context features). Once a picture token is chosen the rest of the picture is forced (the release's generate), so the 64
 image tokens are fed in one forward instead of 64. Long stories evict whole old steps into a multimodal
 attention sink (:mod:`seed_story.generation.layout`), which bounds memory and per-step cost.
 """

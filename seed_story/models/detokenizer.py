@@ -1,4 +1,4 @@
-"""The de-tokenizer: ViT image features -> SDXL conditioning -> pictures (facts §3).
+"""The de-tokenizer: ViT image features -> SDXL conditioning -> pictures (the release's SDXLAdapter).
 
 ``ResamplerXLV2`` turns (B, T, embedding_dim) features into SDXL's two conditioning inputs: per-token
 ``prompt_embeds`` (B, num_queries, output1_dim + output2_dim) and a ``pooled`` vector (B, output2_dim).
@@ -30,7 +30,7 @@ def _merge_heads(x: torch.Tensor) -> torch.Tensor:
 
 
 class PerceiverAttention(nn.Module):
-    """Latents attend to concat(inputs, latents); bias-free projections (facts §3.2)."""
+    """Latents attend to concat(inputs, latents); bias-free projections (the release's ResamplerXLV2)."""
 
     def __init__(self, dim: int, dim_head: int, heads: int) -> None:
         super().__init__()
@@ -117,8 +117,8 @@ class ResamplerXLV2(nn.Module):
         self.unet_attnpool = AttentionPool2d(cfg.num_queries, cfg.dim, cfg.pool_heads, cfg.output2_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Quirk kept on purpose (facts §10.2): F.normalize's default dim=1 is the *token* axis of (B, T, C), so
-        # each channel is L2-normalised across the T tokens, not each token across channels. The released
+        # Quirk kept on purpose (the release's ResamplerXLV2): F.normalize's default dim=1 is the *token* axis of (B,
+        # T, C), so each channel is L2-normalised across the T tokens, not each token across channels. The released
         # weights were trained on exactly this input distribution.
         x = self.proj_in(F.normalize(x, dim=1))
         latents = self.latents.expand(x.shape[0], -1, -1)
@@ -176,7 +176,7 @@ class Detokenizer(nn.Module):
         snr_gamma: float | None = None,
         high_noise_weight: float = 1.0,
     ) -> torch.Tensor:
-        """Mean float32 MSE between predicted and true noise (ε-prediction, facts §3.4).
+        """Mean float32 MSE between predicted and true noise (ε-prediction, the release's SDXLAdapter).
 
         ``latents`` are VAE latents already multiplied by the scaling factor; ``time_ids`` is (B, 6). Noise and
         per-sample timesteps t ~ U{0..T-1} are drawn with ``generator`` (on the latents' device) unless given.

@@ -1,4 +1,4 @@
-"""The SEED-Story MLLM: Llama-2 + LoRA between an input and an output resampler (facts §2).
+"""The SEED-Story MLLM: Llama-2 + LoRA between an input and an output resampler (the release's ContinuousLVLM).
 
 Images enter the LLM as ``num_image_tokens`` embeddings produced by the input resampler from ViT features,
 written over the ``<img_xxxxx>`` token positions of *context* images. For the *target* image the model
@@ -57,7 +57,8 @@ def add_lora(llm: LlamaForCausalLM, lora: LoraSettings) -> PeftModel:
         # peft calls a transformers API that 5.x deprecated; nothing for our users to act on.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         model = get_peft_model(llm, peft_cfg)
-    # Trained in full but not in modules_to_save, so they keep their plain key names (facts §2.1).
+    # Trained in full but not in modules_to_save, so they keep their plain key names (the release's llama2chat7b_lora
+    # config).
     model.get_input_embeddings().weight.requires_grad_(True)
     model.get_output_embeddings().weight.requires_grad_(True)
     return model
@@ -202,7 +203,7 @@ class SeedStoryMLLM(nn.Module):
         return_logits: bool = False,
         return_recon_image_embeds: bool = False,
     ) -> MLLMOutput:
-        """Teacher-forced forward with the four masks of the reference (facts §2.5).
+        """Teacher-forced forward with the four masks of the reference (the release's ContinuousLVLM.forward).
 
         ``ids_*_mask`` (B, L) mark image-token positions of context / target images;
         ``embeds_*_mask`` (N,) mark which flattened images are context / target.

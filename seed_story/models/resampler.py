@@ -2,7 +2,7 @@
 
 One cross-attention layer: ``grid**2`` learned queries attend to a square grid of input tokens. Query
 positions use the fixed 2-D sin-cos table; key positions use the same table bicubically resized to the
-input grid, so a resampler trained on 16x16 inputs reads 8x8 ones and vice versa (facts §1.5).
+input grid, so a resampler trained on 16x16 inputs reads 8x8 ones and vice versa (the release's Resampler).
 """
 
 from __future__ import annotations
@@ -79,6 +79,6 @@ class Resampler(nn.Module):
         x = self.ln_kv(self.kv_proj(x))
         query = (self.ln_q(self.query) + self.pos_embed).to(x.dtype)
         query = query.unsqueeze(0).expand(x.shape[0], -1, -1)
-        # Keys carry positions, values do not (facts §1.5).
+        # Keys carry positions, values do not (the release's Resampler).
         out, _ = self.attn(query, x + pos_k, x, need_weights=False)
         return out

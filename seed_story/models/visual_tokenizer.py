@@ -1,8 +1,9 @@
 """Visual tokenizer: the Qwen-VL ViT-G with its attention-pool resampler, and the image transform it expects.
 
 Pictures go in as (B, 3, S, S) CLIP-normalised tensors and come out as (B, pool_grid**2, output_dim) "ViT
-features": the MLLM's image input, its regression target and the de-tokenizer's condition (facts §1).
-Parameter names and shapes match the released ``qwen_vit_G.pt`` (no prefix), so it loads with ``strict=True``.
+features": the MLLM's image input, its regression target and the de-tokenizer's condition (the release's ViT config,
+qwen_vitg_448.yaml). Parameter names and shapes match the released ``qwen_vit_G.pt`` (no prefix), so it loads with
+``strict=True``.
 """
 
 from __future__ import annotations
@@ -115,8 +116,8 @@ class VisualTokenizer(nn.Module):
     def negative_features(self) -> torch.Tensor:
         """(1, pool_grid**2, output_dim) features of an all-zero image *in normalised space*.
 
-        This is the classifier-free-guidance negative (facts §10.10); it is not a black picture, whose
-        normalised pixels would be -mean/std.
+        This is the classifier-free-guidance negative (the release's inference scripts); it is not a black picture,
+        whose normalised pixels would be -mean/std.
         """
         s = self.cfg.image_size
         return self(torch.zeros(1, 3, s, s))
@@ -137,7 +138,7 @@ def _resize(image: Image.Image, size: int, keep_ratio: bool) -> Image.Image:
 
 
 def image_transform(image: Image.Image, size: int, keep_ratio: bool = False) -> torch.Tensor:
-    """PIL image -> (3, size, size) float32 tensor, CLIP-normalised: the ViT's input (facts §5.5).
+    """PIL image -> (3, size, size) float32 tensor, CLIP-normalised: the ViT's input (the release's image transforms).
 
     ``keep_ratio=False`` squashes to a square (stage 2 and inference); ``True`` resizes the shorter side
     and centre-crops (stage 3).

@@ -1,4 +1,4 @@
-"""Training: the three SEED-Story stages on one ``accelerate`` trainer (facts §6).
+"""Training: the three SEED-Story stages on one ``accelerate`` trainer (the release's training scripts).
 
 Example::
 

@@ -1,4 +1,4 @@
-"""Training configs: one ``TrainConfig`` per run, with each stage's reference defaults (facts §6).
+"""Training configs: one ``TrainConfig`` per run, with each stage's reference defaults (the release's training scripts).
 
 Config files are YAML or JSON with the same keys; keys a file leaves out take the stage's defaults.
 """
@@ -19,8 +19,8 @@ Stage = Literal["vision", "vae", "stage1", "stage2", "stage3"]
 # scratch, such as SEED-Story-Mini, needs them first); stages 1-3 are the paper's.
 STAGES: tuple[str, ...] = ("vision", "vae", "stage1", "stage2", "stage3")
 
-# The reference's hyper-parameters (facts §6). Stage 1 was never released: it reuses stage 3's optimiser
-# settings (same network, same objective) without gradient accumulation, for as many steps as the
+# The reference's hyper-parameters (the release's training scripts). Stage 1 was never released: it reuses stage 3's
+# optimiser settings (same network, same objective) without gradient accumulation, for as many steps as the
 # released stage-1 checkpoint's name says (checkpoint-55000).
 _PRETRAIN: dict[str, Any] = dict(
     learning_rate=1e-3,
@@ -96,8 +96,8 @@ class StoryStreamData(StrictModel):
     """StoryStream Parquet shards (``seed-story data ingest-storystream``) streamed by ``StoryStreamDataset``.
 
     Every stage reads the same shards: stage 2 the interleaved sequences, stage 1 the ViT and SD pixels of
-    each sequence's target picture, stage 3 the sequence and its target's SD pixels (facts §5.4 step 3).
-    ``image_size`` (ViT) and ``sd_size`` (de-tokenizer) default to the model preset's.
+    each sequence's target picture, stage 3 the sequence and its target's SD pixels (the release's
+    decode_long_story_data, step 3). ``image_size`` (ViT) and ``sd_size`` (de-tokenizer) default to the model preset's.
 
     Example (YAML)::
 

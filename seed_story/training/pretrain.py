@@ -97,8 +97,8 @@ POSITION_WEIGHT = 0.1
 class ViTAutoencoder(nn.Module):
     """The ViT as an encoder: pixel error of a grid decoder, plus each token's own grid position, read back.
 
-    The de-tokenizer's resampler reads the features as a set (no positions on its inputs, facts §3.2), so where
-    a token belongs must be written into the token itself, as it is in the real ViT-G's features. A grid
+    The de-tokenizer's resampler reads the features as a set (no positions on its inputs, the release's ResamplerXLV2),
+    so where a token belongs must be written into the token itself, as it is in the real ViT-G's features. A grid
     decoder alone never asks for that (it takes token i as patch i), and a de-tokenizer trained on such
     features draws the right characters in random places. So a linear head must also tell each token's index
     from its content alone.

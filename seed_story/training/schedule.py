@@ -1,4 +1,5 @@
-"""The reference's learning-rate schedule: linear warm-up, then cosine decay to a floor (facts §6)."""
+"""The reference's learning-rate schedule: linear warm-up, then cosine decay to a floor (the release's training
+scripts)."""
 
 from __future__ import annotations
 

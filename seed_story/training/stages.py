@@ -44,8 +44,8 @@ def unmerge_lora(mllm: SeedStoryMLLM) -> None:
 
 
 def set_mllm_trainable(mllm: SeedStoryMLLM, *, full_llm: bool = False) -> list[str]:
-    """Stage 2's trainable set (facts §6): LoRA, the norm copies, embed_tokens, lm_head, both resamplers
-    except their fixed sin-cos ``pos_embed``; with ``full_llm`` also the LLM's base weights (a model trained
+    """Stage 2's trainable set (the release's training scripts): LoRA, the norm copies, embed_tokens, lm_head, both
+    resamplers except their fixed sin-cos ``pos_embed``; with ``full_llm`` also the LLM's base weights (a model trained
     from scratch has no pre-trained Llama to adapt). Returns the names made trainable."""
     if not isinstance(mllm.llm, PeftModel):
         raise ValueError("stage 2 trains LoRA: the MLLM's LLM must be LoRA-wrapped (build it with lora=True)")
@@ -56,7 +56,8 @@ def set_mllm_trainable(mllm: SeedStoryMLLM, *, full_llm: bool = False) -> list[s
         in_llm = any(k in name for k in ("lora_", "modules_to_save", "embed_tokens", "lm_head"))
         in_resampler = name.startswith(("input_resampler.", "output_resampler.")) and not name.endswith("pos_embed")
         in_llm = in_llm or (full_llm and name.startswith("llm."))
-        # peft's untouched `original_module` norm copies get no gradient; leave them frozen (facts §6).
+        # peft's untouched `original_module` norm copies get no gradient; leave them frozen (the release's training
+        # scripts).
         if (in_llm or in_resampler) and "original_module" not in name:
             p.requires_grad_(True)
             names.append(name)

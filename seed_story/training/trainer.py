@@ -1,4 +1,4 @@
-"""One trainer for the three stages, on ``accelerate`` (facts §6 mechanics).
+"""One trainer for the three stages, on ``accelerate`` (the release's training scripts).
 
 An optimiser step consumes ``gradient_accumulation_steps`` batches. Every ``save_every`` steps the trainer
 writes ``checkpoints/checkpoint-{step}/``: ``accelerator.save_state`` (trainable module, AdamW state, LR
