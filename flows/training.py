@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
-from seed_story.training.store_sync import run_prefix
+from seed_story.training.store_sync import training_prefix
 from tasks.common import artifact_key
 from tasks.training import (
     TrainFlowSettings,
@@ -44,7 +44,7 @@ def _train(stage: str, settings: TrainFlowSettings) -> TrainSummary:
     started = time.perf_counter()
     # The scheduled start, not the clock: a retry of Sunday's run on Monday still names the same run.
     run_name = settings.resolved_run_name(flow_run.scheduled_start_time)
-    prefix = run_prefix(stage, run_name)
+    prefix = training_prefix(stage, run_name)
 
     cfg = load_config_task(settings, stage, prefix)
     done = finished_run_task(settings, prefix, cfg.max_steps)

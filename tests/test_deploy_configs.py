@@ -77,12 +77,12 @@ def test_flow_names_match_the_deployments_the_scale_out_targets():
 
 @pytest.mark.parametrize("stage", ["stage1", "stage2", "stage3"])
 def test_training_deployments_name_configs_that_load(stage: str):
-    from seed_story.training.store_sync import run_prefix
+    from seed_story.training.store_sync import training_prefix
     from tasks.training import TrainFlowSettings, load_config_task
 
     deployment = next(d for d in DEPLOYMENTS if d["entrypoint"].endswith(f":train_{stage}"))
     settings = TrainFlowSettings.model_validate(deployment["parameters"]["settings"])
-    cfg = load_config_task.fn(settings, stage, run_prefix(stage, settings.resolved_run_name()))
+    cfg = load_config_task.fn(settings, stage, training_prefix(stage, settings.resolved_run_name()))
     assert cfg.stage == stage and cfg.resume
     if settings.shards_from:
         assert cfg.data.kind == "storystream" and cfg.data.shards.endswith(settings.shards_from)

@@ -18,7 +18,8 @@ from seed_story.training.trainer import STATE_FILE
 METRICS = ("metrics.jsonl", "metrics.csv")
 
 
-def run_prefix(stage: str, run_name: str) -> str:
+def training_prefix(stage: str, run_name: str) -> str:
+    """Where a training run lives in the store: ``training/{stage}/{run_name}`` (beside the runs' ``runs/``)."""
     return join_key("training", stage, run_name)
 
 
