@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from seed_story.cli.main import app
-
-CLI = [sys.executable, "-m", "seed_story.cli.main"]
+from seed_story.cli.main import app, main
 
 
 def _commands(command: object, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -30,10 +27,6 @@ def test_every_help_works():
         assert "Usage:" in result.output
 
 
-def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, env=env)
-
-
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -44,15 +37,19 @@ def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) ->
         (["checkpoints", "export", "{tmp}/none", "{tmp}/out"], "none"),
     ],
 )
-def test_user_errors_are_one_line(tmp_path, args, message):
+def test_user_errors_are_one_line(tmp_path, monkeypatch, capsys, args, message):
+    """Through the entry point a user's shell runs (``main``), in process: no traceback, one error line."""
     (tmp_path / "bad.yaml").write_text("learning_rate: fast\n")
-    done = _cli(*(a.replace("{tmp}", str(tmp_path)) for a in args))
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr and "╭" not in done.stderr, done.stderr
-    errors = [line for line in done.stderr.splitlines() if line.startswith(("error:", "Error:"))]
-    assert len(errors) == 1 and message in errors[0], done.stderr
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) <= 3, done.stderr  # a usage error adds click's "Usage:" and "Try ... --help" lines
+    monkeypatch.setattr(sys, "argv", ["seed-story", *(a.replace("{tmp}", str(tmp_path)) for a in args)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code not in (0, None)
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr and "╭" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith(("error:", "Error:"))]
+    assert len(errors) == 1 and message in errors[0], stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) <= 3, stderr  # a usage error adds click's "Usage:" and "Try ... --help" lines
 
 
 def test_long_commands_show_progress(tmp_path, toy_checkpoint_dir):
