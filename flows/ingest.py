@@ -15,9 +15,10 @@ from __future__ import annotations
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
+from seed_story.data.ingest import report_markdown
 from seed_story.data.storystream import IngestReport
 from tasks.common import artifact_key
-from tasks.ingest import IngestSettings, ingest_task, publish_task, report_markdown
+from tasks.ingest import IngestSettings, ingest_task, publish_task
 
 
 @flow(name="ingest-storystream")

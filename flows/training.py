@@ -24,16 +24,15 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 
 from seed_story.training.store_sync import training_prefix
+from seed_story.training.summary import TrainSummary, summary_markdown
 from tasks.common import artifact_key
 from tasks.training import (
     TrainFlowSettings,
-    TrainSummary,
     fetch_inputs_task,
     finished_run_task,
     load_config_task,
     pull_checkpoint_task,
     push_outputs_task,
-    summary_markdown,
     train_task,
     write_summary_task,
 )

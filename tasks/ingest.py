@@ -82,18 +82,3 @@ def publish_task(settings: IngestSettings, report: IngestReport) -> list[str]:
     if store.local_path(settings.prefix) is None:
         shutil.rmtree(folder, ignore_errors=True)
     return keys
-
-
-def report_markdown(report: IngestReport, where: str) -> str:
-    """The report's counts as a Prefect markdown artifact."""
-    rows = [
-        ("jsonl files", report.files),
-        ("lines", report.lines),
-        ("stories", report.stories),
-        ("chunks written", report.chunks_written),
-        ("shards", len(report.shards)),
-        ("tail images dropped", report.tail_images_dropped),
-        *((f"skipped: {kind}", count) for kind, count in sorted(report.counts().items())),
-    ]
-    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
-    return f"# StoryStream ingest\n\nShards in `{where}`\n\n| | count |\n|---|---:|\n{table}\n"

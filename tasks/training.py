@@ -20,7 +20,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from seed_story.checkpoints.native import MANIFEST
 from seed_story.storage import ObjectNotFound, ObjectStore, check_key, get_model, join_key, key_uri, put_model
@@ -34,6 +34,7 @@ from seed_story.training.store_sync import (
     push_metrics,
     sync_checkpoints,
 )
+from seed_story.training.summary import TrainSummary
 from tasks.common import GPU_TAG, IO_TASK, StoreSettings
 
 SUMMARY = "summary.json"
@@ -78,24 +79,6 @@ class TrainFlowSettings(StoreSettings):
     def input_folder(self, store: ObjectStore, prefix: str) -> Path:
         """Where the objects under ``prefix`` are read from: a local store's own folder, else a download folder."""
         return store.local_path(prefix) or Path(self.work_dir) / "inputs" / prefix
-
-
-class TrainSummary(BaseModel):
-    """What a training flow did and where its outputs are (also ``summary.json`` beside them in the store)."""
-
-    stage: str
-    run_name: str
-    store: str
-    prefix: str = Field(description="the run's key prefix in the store: training/{stage}/{run_name}")
-    steps: int
-    max_steps: int
-    resumed_from: int | None = Field(description="step of the checkpoint this invocation resumed from")
-    new_steps: int = Field(description="optimiser steps run by the invocation that wrote this summary")
-    final_loss: float | None
-    final_weights: str = Field(description="URI of the final checkpoint folder (readable by load_components)")
-    metrics: str = Field(description="URI of metrics.csv")
-    seconds: float
-    finished_at: datetime
 
 
 @task(name="load-train-config", cache_policy=NO_CACHE)
@@ -174,18 +157,3 @@ def write_summary_task(settings: TrainFlowSettings, summary: TrainSummary) -> st
     store = settings.open_store()
     put_model(store, key := join_key(summary.prefix, SUMMARY), summary)
     return key_uri(store, key)
-
-
-def summary_markdown(summary: TrainSummary) -> str:
-    loss = "n/a" if summary.final_loss is None else f"{summary.final_loss:.4f}"
-    resumed = "no (step 0)" if summary.resumed_from is None else f"from step {summary.resumed_from}"
-    rows = [
-        ("steps", f"{summary.steps} / {summary.max_steps} ({summary.new_steps} this run)"),
-        ("resumed", resumed),
-        ("final loss", loss),
-        ("final weights", f"`{summary.final_weights}`"),
-        ("metrics", f"`{summary.metrics}`"),
-        ("seconds", f"{summary.seconds:.1f}"),
-    ]
-    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
-    return f"# {summary.stage}: {summary.run_name}\n\n| | |\n|---|---|\n{table}\n"

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 
 from seed_story.batch.pipelines import ModelSpec
 from seed_story.generation.settings import DrawSettings
-from seed_story.toy import sample_story
+from seed_story.storyworld.toy import sample_story
 from tasks.settings import NightlySettings, RenderOptions
 
 # Opening texts (toy story seeds) the toy model writes on from both pictures, checked for 4 steps.

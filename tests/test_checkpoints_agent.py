@@ -16,8 +16,8 @@ from seed_story.checkpoints.remap import current_to_peft04, merge_lora_state_dic
 from seed_story.checkpoints.safe_load import UnsafeCheckpointError, load_state_dict_file
 from seed_story.checkpoints.strict import CheckpointMismatchError
 from seed_story.models.mllm import SeedStoryMLLM, add_lora, llama_config
+from seed_story.storyworld.toy import story_batch
 from seed_story.tokenizer import ImageTokenIds, build_byte_tokenizer
-from seed_story.toy import story_batch
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from seed_story.data.sequence import (
     collate,
     sample_length,
 )
+from seed_story.storyworld.toy import story_batch
 from seed_story.tokenizer import ImageTokenIds, build_byte_tokenizer
-from seed_story.toy import story_batch
 
 N_TOKENS = 16
 SETTINGS = SequenceSettings(num_image_tokens=N_TOKENS, image_size=28)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from seed_story.eval.baselines import CONDITIONS, evaluate_conditions, reconstruction_accuracy
-from seed_story.eval.detect import FrameDetection
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.generation.settings import DrawSettings
+from seed_story.storyworld.judge.baselines import CONDITIONS, evaluate_conditions, reconstruction_accuracy
+from seed_story.storyworld.judge.detect import FrameDetection
 
 
 def test_every_condition_runs_and_ground_truth_is_the_ceiling(toy_components):

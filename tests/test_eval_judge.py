@@ -13,13 +13,13 @@ from PIL import Image, ImageFilter
 from typer.testing import CliRunner
 
 from seed_story.cli.main import app
-from seed_story.data.storyworld import StoryWorld, WorldStory
-from seed_story.data.storyworld_draw import render_frame
-from seed_story.data.storyworld_spec import SLOTS, STYLES, WORLD, styled
-from seed_story.eval.captions import parse_caption
-from seed_story.eval.detect import detect_frame
-from seed_story.eval.metrics import METRICS, Scores, judge_story
 from seed_story.runstore import StoredStep, StoryRecord
+from seed_story.storyworld.draw import render_frame
+from seed_story.storyworld.judge.captions import parse_caption
+from seed_story.storyworld.judge.detect import detect_frame
+from seed_story.storyworld.judge.metrics import METRICS, Scores, judge_story
+from seed_story.storyworld.spec import SLOTS, STYLES, WORLD, styled
+from seed_story.storyworld.world import StoryWorld, WorldStory
 
 
 def degrade(image: Image.Image, rng: np.random.Generator) -> Image.Image:

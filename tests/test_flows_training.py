@@ -25,9 +25,10 @@ from flows.training import train_stage1, train_stage2, train_stage3
 from seed_story.checkpoints.native import read_manifest
 from seed_story.storage import LocalObjectStore, S3Settings, get_model, open_store
 from seed_story.training.store_sync import CheckpointPusher, pull_checkpoint, sync_checkpoints
+from seed_story.training.summary import TrainSummary
 from seed_story.training.trainer import STATE_FILE
 from tasks.ingest import IngestSettings
-from tasks.training import TrainFlowSettings, TrainSummary
+from tasks.training import TrainFlowSettings
 
 STAGE2 = "configs/train/tiny_stage2.yaml"
 

@@ -10,8 +10,8 @@ import torch
 from seed_story.generation.records import StoryRequest
 from seed_story.generation.settings import SamplingSettings, SinkSettings, WriterSettings
 from seed_story.generation.writer import StoryWriter
+from seed_story.storyworld.toy import sample_story, scene_features
 from seed_story.tokenizer import ImageTokenIds
-from seed_story.toy import sample_story, scene_features
 from tests.reference_generation import reference_illustrate, reference_write
 
 

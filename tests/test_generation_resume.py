@@ -10,7 +10,7 @@ import torch
 from seed_story.generation.records import ResumeStep, StoryRequest, WrittenStory
 from seed_story.generation.settings import SamplingSettings, SinkSettings, WriterSettings
 from seed_story.generation.writer import StoryWriter
-from seed_story.toy import sample_story, scene_features
+from seed_story.storyworld.toy import sample_story, scene_features
 
 
 def _opening(parts, seed: int) -> tuple[str, torch.Tensor]:

@@ -16,7 +16,7 @@ LAYERS: list[set[str]] = [
     {"seed_story.components"},
     {"seed_story.generation"},  # the engine: writing and drawing
     {"seed_story.runstore", "seed_story.data"},  # what a run stores; training data
-    {"seed_story.storyworld", "seed_story.toy", "seed_story.eval", "seed_story.render"},
+    {"seed_story.storyworld", "seed_story.render"},  # the synthetic worlds and their judge; storybooks
     {"seed_story.batch", "seed_story.training"},  # library stages
     {"seed_story.examples"},
     {"tasks"},  # Prefect tasks: thin wrappers of the stages

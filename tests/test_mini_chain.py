@@ -14,9 +14,9 @@ import pytest
 
 from seed_story.components import load_components
 from seed_story.data.ingest import ingest_storystream
-from seed_story.data.storyworld import StoryWorld, write_storyworld
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.generation.settings import DrawSettings, SamplingSettings, WriterSettings
+from seed_story.storyworld.world import StoryWorld, write_storyworld
 from seed_story.tokenizer import INST, train_bpe_tokenizer
 from seed_story.training import TrainConfig, load_train_config, train
 

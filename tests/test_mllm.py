@@ -8,8 +8,8 @@ import torch
 from seed_story.checkpoints.remap import current_to_peft04
 from seed_story.interleave import image_slot_mask
 from seed_story.models.mllm import SeedStoryMLLM, centered_cosine_regression_loss, cosine_regression_loss
+from seed_story.storyworld.toy import story_batch
 from seed_story.tokenizer import ImageTokenIds, build_byte_tokenizer
-from seed_story.toy import story_batch
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from PIL import Image
 from seed_story.checkpoints.native import save_checkpoint
 from seed_story.generation.pipeline import StoryInput, StoryPipeline
 from seed_story.generation.settings import DrawSettings, SamplingSettings, WriterSettings
-from seed_story.toy import sample_story, scene_features
+from seed_story.storyworld.toy import sample_story, scene_features
 
 SCENES = sample_story(random.Random(77), 8)
 

@@ -13,12 +13,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from seed_story.cli.main import app
-from seed_story.data import storyworld_text as text
 from seed_story.data.storystream import IngestReport, read_storystream
-from seed_story.data.storyworld import FRAMES_PER_STORY, FrameAnnotation, StoryWorld, opening, write_storyworld
-from seed_story.data.storyworld_draw import render_frame
-from seed_story.data.storyworld_spec import STYLES, WORLD, background_palette, styled
-from seed_story.eval.captions import parse_caption
+from seed_story.storyworld import text
+from seed_story.storyworld.draw import render_frame
+from seed_story.storyworld.judge.captions import parse_caption
+from seed_story.storyworld.spec import STYLES, WORLD, background_palette, styled
+from seed_story.storyworld.world import FRAMES_PER_STORY, FrameAnnotation, StoryWorld, opening, write_storyworld
 
 
 def folder_bytes(root: Path) -> dict[str, bytes]:
@@ -124,7 +124,7 @@ def test_identities_are_bold_and_distinct() -> None:
 
 def test_opening_helpers_and_manifest(tmp_path: Path) -> None:
     from seed_story.batch.manifest import parse_manifest
-    from seed_story.data.storyworld import write_openings
+    from seed_story.storyworld.world import write_openings
 
     caption, image = opening(seed=4, index=2)
     frame = StoryWorld(4).story(2).frames[0]

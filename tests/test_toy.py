@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from seed_story.components import build_random
-from seed_story.tokenizer import IMAGE_START, INST, ImageTokenIds
-from seed_story.toy import (
+from seed_story.storyworld.toy import (
     PLACES,
     is_caption,
     is_story_step,
@@ -20,8 +19,9 @@ from seed_story.toy import (
     story_batch,
     toy_batch,
     toy_openings,
-    train_toy_model,
 )
+from seed_story.tokenizer import IMAGE_START, INST, ImageTokenIds
+from seed_story.training.toy import train_toy_model
 from tests.reference_generation import AutoImageTokens, reference_illustrate, reference_write
 
 STORY_STEPS = 25

@@ -78,7 +78,7 @@ def toy_checkpoint(folder: str | Path) -> Path:
 
         spec = ModelSpec(path=str(toy_checkpoint("~/.cache/seed-story/toy")))
     """
-    from seed_story.toy import train_toy_model
+    from seed_story.training.toy import train_toy_model
 
     folder = Path(folder).expanduser()
     if not (folder / MANIFEST).is_file():

@@ -70,7 +70,7 @@ def storyworld(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Write a synthetic story world with known ground truth, in the StoryStream layout."""
-    from seed_story.data.storyworld import write_storyworld
+    from seed_story.storyworld.world import write_storyworld
 
     report = write_storyworld(out, stories, seed, size=size, workers=workers)
     if as_json:

@@ -12,8 +12,8 @@ from rich.table import Table
 from seed_story.cli.output import progress_bar
 
 if TYPE_CHECKING:  # the judge loads numpy and PIL: only when the command runs, not with every CLI call
-    from seed_story.eval.metrics import Scores
-    from seed_story.eval.report import EvalReport
+    from seed_story.storyworld.judge.metrics import Scores
+    from seed_story.storyworld.judge.report import EvalReport
 
 # Per-story headline columns (title, metric); every metric is defined in ``seed_story.eval.metrics``.
 HEADLINE = (
@@ -41,7 +41,7 @@ def _stories_table(report: EvalReport) -> Table:
 
 
 def _overall_table(scores: Scores) -> Table:
-    from seed_story.eval.metrics import METRICS
+    from seed_story.storyworld.judge.metrics import METRICS
 
     table = Table(title="overall, pooled over stories")
     for title in ("metric", "hits", "total", "value"):
@@ -65,8 +65,8 @@ def eval_run(
     ),
 ) -> None:
     """Score a run's story-world stories: character/style consistency, text-image agreement, text coherence."""
-    from seed_story.eval.report import evaluate_run
     from seed_story.storage import S3Settings, open_store
+    from seed_story.storyworld.judge.report import evaluate_run
 
     if s3_endpoint_url and not store.startswith("s3://"):
         raise typer.BadParameter("--s3-endpoint-url only applies to s3:// stores", param_hint="--s3-endpoint-url")

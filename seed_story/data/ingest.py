@@ -86,3 +86,18 @@ def publish_shards(store: ObjectStore, folder: Path, report: IngestReport, prefi
     for key in stale:
         store.delete(key)
     return [join_key(prefix, name) for name in report.shards], len(stale)
+
+
+def report_markdown(report: IngestReport, where: str) -> str:
+    """The report's counts as a Prefect markdown artifact."""
+    rows = [
+        ("jsonl files", report.files),
+        ("lines", report.lines),
+        ("stories", report.stories),
+        ("chunks written", report.chunks_written),
+        ("shards", len(report.shards)),
+        ("tail images dropped", report.tail_images_dropped),
+        *((f"skipped: {kind}", count) for kind, count in sorted(report.counts().items())),
+    ]
+    table = "\n".join(f"| {name} | {value} |" for name, value in rows)
+    return f"# StoryStream ingest\n\nShards in `{where}`\n\n| | count |\n|---|---:|\n{table}\n"

@@ -153,9 +153,17 @@ def story_texts(captions: Sequence[str], num_image_tokens: int) -> tuple[str, st
 
 
 def build_tokens(
-    tokenizer: PreTrainedTokenizerBase, image_ids: ImageTokenIds, captions: Sequence[str]
+    tokenizer: PreTrainedTokenizerBase,
+    image_ids: ImageTokenIds,
+    captions: Sequence[str],
+    *,
+    supervise_all: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, str]:
-    """ids, labels, context-slot mask, target-slot mask and text of a story whose last picture is the target."""
+    """ids, labels, context-slot mask, target-slot mask and text of a story whose last picture is the target.
+
+    ``supervise_all`` also supervises the instruction (every earlier caption, ``<img>`` and ``[INST]``; never BOS):
+    not the reference, but the toy model (``seed_story.training.toy``) learns its world in seconds with it.
+    """
     instruction, response = story_texts(captions, len(image_ids.image))
     prefix = [tokenizer.bos_token_id, *tokenizer.encode(instruction, add_special_tokens=False)]
     target = [*tokenizer.encode(response, add_special_tokens=False), tokenizer.eos_token_id]
@@ -163,7 +171,7 @@ def build_tokens(
     slots = image_slot_mask(ids, image_ids)
     in_response = torch.arange(len(ids)) >= len(prefix)
     labels = ids.clone()
-    labels[~in_response] = IGNORE_INDEX
+    labels[: 1 if supervise_all else len(prefix)] = IGNORE_INDEX
     labels[slots | (ids == image_ids.eoi)] = IGNORE_INDEX
     return ids, labels, slots & ~in_response, slots & in_response, instruction + response
 

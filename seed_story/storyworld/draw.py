@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
-from seed_story.data.storyworld_spec import (
+from seed_story.storyworld.spec import (
     BODY_SIZE,
     EYE_WHITE,
     FEET,

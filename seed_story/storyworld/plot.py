@@ -16,8 +16,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-from seed_story.data import storyworld_text as text
-from seed_story.data.storyworld_spec import ACTIONS, SLOTS, WORLD, Action, FrameTruth, Placement, Slot, StyleName
+from seed_story.storyworld import text
+from seed_story.storyworld.spec import ACTIONS, SLOTS, WORLD, Action, FrameTruth, Placement, Slot, StyleName
 
 Event = Literal["opening", "enter", "exit", "move", "act", "travel"]
 # How often each event is drawn when it is possible (an impossible one, e.g. a third character, is skipped).

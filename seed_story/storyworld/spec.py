@@ -1,6 +1,6 @@
 """The fixed definition of the synthetic story world: cast, scenes, art styles, layout and palettes.
 
-Both the drawer (``storyworld_draw``) and the judge (``seed_story.eval``) read this module, so what is drawn
+Both the drawer (``draw``) and the judge (``judge``) read this module, so what is drawn
 and what is detected can never drift apart. Everything is bold on purpose: a 64 px picture made by a small
 diffusion model keeps colours, big shapes and positions, and loses fine detail. Identity is carried by a
 saturated body colour (distinct per character, far from every background colour) and a bold shape; hats are

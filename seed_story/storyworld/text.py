@@ -21,7 +21,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from seed_story.data.storyworld_spec import SLOTS, WORLD, Action, FrameTruth, Placement, SceneName, Slot
+from seed_story.storyworld.spec import SLOTS, WORLD, Action, FrameTruth, Placement, SceneName, Slot
 
 # The entrance words the judge looks for; keep in sync with the entrance templates below.
 ENTRANCE_WORDS = ("arrived", "appeared", "came", "joined", "showed", "returned", "turned")

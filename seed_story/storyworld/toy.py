@@ -1,19 +1,21 @@
-"""A toy story world and a short training run that teaches the ``tiny`` preset to write well-formed stories.
+"""The toy world: tiny stories whose pictures are synthetic ViT features, for the toy model and engine tests.
 
 Random tiny weights babble; generation tests and benchmarks need a model that writes
 ``[INST]<caption><img>...</img></s>`` turn after turn, so that a bug shows up as a different story rather
-than as different noise. The world is small and deterministic:
+than as different noise. ``seed_story.training.toy`` trains that model on this world. The world is small and
+deterministic:
 
 * a caption is ``"The <colour> <animal> <verb> to the <place>."`` (28-33 ASCII characters). The next caption
   keeps the colour and animal with probability 3/4 and always moves on to the next place of ``PLACES``
   (a cycle), so what comes next depends on the context; the verb is random.
 * a picture is a fixed synthetic ViT feature tensor per (animal, place), laid out like an image: a shared
-  texture, the animal's vector on the centre of the token grid, the place's vector around it.
+  texture, the animal's vector on the centre of the token grid, the place's vector around it. Where pixels
+  are needed (the de-tokenizer stages), ``scene_picture`` paints the same layout in colours.
 
 Example::
 
-    parts = train_toy_model()                      # ~17-20 s on two CPU cores
     caption, features = toy_openings(1)[0]         # an opening for a story
+    batch = toy_batch(parts, random.Random(0), batch_size=4, length=6)
 """
 
 from __future__ import annotations
@@ -27,11 +29,10 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from seed_story.components import Components, build_random
+from seed_story.components import Components
 from seed_story.data.mllm_batch import MLLMBatch
-from seed_story.interleave import encode_prompt, image_slot_mask
-from seed_story.presets import from_preset
-from seed_story.tokenizer import INST, ImageTokenIds, image_string
+from seed_story.data.sequence import Sample, build_tokens, collate
+from seed_story.tokenizer import INST, ImageTokenIds
 
 COLOURS = ("red", "blue", "green", "gold", "grey")
 ANIMALS = ("fox", "cat", "owl", "bear", "frog")
@@ -104,6 +105,21 @@ def scene_features(scene: Scene, num_tokens: int = 64, dim: int = 64) -> torch.T
     return _features(scene.animal, scene.place, num_tokens, dim).clone()
 
 
+def _palette(index: int, count: int) -> torch.Tensor:
+    # Evenly spread hues as RGB in [-1, 1]; deterministic, distinct for every animal and place.
+    angle = 2 * torch.pi * index / count
+    phases = torch.tensor([0.0, 2 * torch.pi / 3, 4 * torch.pi / 3])
+    return 0.8 * torch.cos(angle + phases)
+
+
+def scene_picture(scene: Scene, size: int) -> torch.Tensor:
+    """A (3, size, size) picture in [-1, 1]: the place's colour around the animal's colour in the centre."""
+    picture = _palette(PLACES.index(scene.place), len(PLACES))[:, None, None].expand(3, size, size).clone()
+    lo, hi = size // 4, size - size // 4
+    picture[:, lo:hi, lo:hi] = _palette(ANIMALS.index(scene.animal), len(ANIMALS))[:, None, None]
+    return picture
+
+
 def toy_openings(count: int, seed: int = 0, num_tokens: int = 64, dim: int = 64) -> list[tuple[str, torch.Tensor]]:
     """``count`` story openings: (caption, features (1, num_tokens, dim)), the same for the same seed."""
     rng = random.Random(seed)
@@ -124,24 +140,6 @@ def is_story_step(
     return list(token_ids) == expected
 
 
-def _story_row(
-    tokenizer: PreTrainedTokenizerBase, image_ids: ImageTokenIds, captions: list[str], supervise_all: bool
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ids, labels, context-slot mask and target-slot mask of one story (the release's decode_long_story_data)."""
-    img = image_string(len(image_ids.image))
-    instruction = captions[0] + img + "".join(INST + c + img for c in captions[1:-1])
-    response = INST + captions[-1] + img
-    # Two encode calls, as the reference does; BOS before, EOS after.
-    prefix = encode_prompt(tokenizer, instruction)
-    ids = torch.tensor([*prefix, *tokenizer.encode(response, add_special_tokens=False), tokenizer.eos_token_id])
-    slots = image_slot_mask(ids, image_ids)
-    gen = slots & (torch.arange(len(ids)) >= len(prefix))
-    labels = ids.clone()
-    labels[: 1 if supervise_all else len(prefix)] = -100
-    labels[slots | (ids == image_ids.eoi)] = -100  # image tokens and </img> are forced, never learnt
-    return ids, labels, slots & ~gen, gen
-
-
 def story_batch(
     tokenizer: PreTrainedTokenizerBase,
     image_ids: ImageTokenIds,
@@ -154,36 +152,26 @@ def story_batch(
 ) -> MLLMBatch:
     """Each story = captions; caption i is followed by image i; the last image is the target.
 
-    Right-padded to the longest sample. Labels cover the last ``[INST]`` caption + ``<img>`` + EOS as in the
-    reference (the release's decode_long_story_data), or with ``supervise_all`` every caption and ``<img>`` (the first
-    caption and each ``[INST]``) + EOS; image tokens and ``</img>`` never. ``image_embeds`` (one (vit_tokens, vit_dim)
-    tensor per caption, story-major) default to random.
+    The StoryStream training layout (``build_tokens`` and ``collate`` of ``seed_story.data.sequence``), right-padded
+    to the longest story, with the pictures given as ViT features: ``image_embeds`` holds one (vit_tokens, vit_dim)
+    tensor per caption, story-major, random by default. ``supervise_all`` supervises every caption and ``<img>``,
+    not only the last ``[INST]`` caption (see ``build_tokens``).
     """
-    rows = [_story_row(tokenizer, image_ids, captions, supervise_all) for captions in stories]
-    length = max(len(r[0]) for r in rows)
-
-    def stack(index: int, value: int | bool) -> torch.Tensor:
-        return torch.stack(
-            [torch.cat([r[index], torch.full((length - len(r[index]),), value, dtype=r[index].dtype)]) for r in rows]
-        )
-
-    lengths = torch.tensor([len(r[0]) for r in rows])
     n_images = sum(len(s) for s in stories)
     if image_embeds is None:
         image_embeds = torch.randn(n_images, vit_tokens, vit_dim)
     elif image_embeds.shape != (n_images, vit_tokens, vit_dim):
         raise ValueError(f"image_embeds must be {(n_images, vit_tokens, vit_dim)}, got {tuple(image_embeds.shape)}")
-    is_target = [i == len(s) - 1 for s in stories for i in range(len(s))]
-    return MLLMBatch(
-        input_ids=stack(0, tokenizer.pad_token_id),
-        attention_mask=(torch.arange(length) < lengths[:, None]).long(),
-        labels=stack(1, -100),
-        ids_cmp_mask=stack(2, False),
-        ids_gen_mask=stack(3, False),
-        embeds_cmp_mask=~torch.tensor(is_target),
-        embeds_gen_mask=torch.tensor(is_target),
-        image_embeds=image_embeds,
-    )
+    samples = []
+    for captions in stories:
+        ids, labels, cmp, gen, text = build_tokens(tokenizer, image_ids, captions, supervise_all=supervise_all)
+        is_target = torch.arange(len(captions)) == len(captions) - 1
+        sample = Sample(input_ids=ids, labels=labels, ids_cmp_mask=cmp, ids_gen_mask=gen,
+                        embeds_cmp_mask=~is_target, embeds_gen_mask=is_target,
+                        images=torch.empty(len(captions), 0), text=text)  # fmt: skip
+        samples.append(sample)
+    # No pixels: a toy picture is its ViT features, which take the place of the (empty) images here.
+    return collate(samples, tokenizer.pad_token_id).with_embeds(image_embeds)
 
 
 def toy_stories(
@@ -209,46 +197,3 @@ def toy_stories(
 def toy_batch(parts: Components, rng: random.Random, batch_size: int, length: int) -> MLLMBatch:
     """``batch_size`` toy stories of ``length`` scenes with their pictures' features, every caption supervised."""
     return toy_stories(parts, rng, batch_size, length, supervise_all=True)[0]
-
-
-def train_toy_model(steps: int = 400, seed: int = 0, *, batch_size: int = 4, lr: float = 5e-3) -> Components:
-    """Train the MLLM of a random ``tiny`` model on toy stories; returns the components in eval mode.
-
-    AdamW with warm-up and cosine decay on batches of stories of 2..10 scenes in the reference layout
-    (one random length per batch, so nothing is padded). Two departures from the reference, for speed:
-    every MLLM parameter trains (base weights too, LoRA included so it is non-zero; the fixed position
-    tables stay frozen), and every caption is supervised (see :func:`story_batch`), not only the last one.
-    The regression loss is the reference's: the last picture of each story. Deterministic for a seed on a
-    given machine and thread count. The defaults take ~17-20 s on two CPU cores and give a model that writes
-    25-step stories from almost any opening, following the place cycle.
-
-    Example::
-
-        parts = train_toy_model()
-        parts.mllm  # SeedStoryMLLM in eval mode, requires_grad off
-    """
-    parts = build_random(from_preset("tiny"), seed=seed)
-    mllm = parts.mllm.train()
-    params = [p for name, p in mllm.named_parameters() if not name.endswith("pos_embed")]
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warmup = max(1, steps // 20)
-
-    def schedule(step: int) -> float:
-        # Linear warm-up, then cosine decay to a tenth of the peak rate.
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.1 + 0.45 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
-    rng = random.Random(seed)
-    for _ in range(steps):
-        batch = toy_batch(parts, rng, batch_size, rng.randint(2, 10))
-        loss = mllm(**batch.as_kwargs()).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-    return parts.eval()

@@ -3,7 +3,7 @@
 Each story has 30 frames. A frame shows 1-2 characters of the story's cast in three slots (left, centre,
 right), each doing one action, in one of five scenes, drawn in the story's art style (fixed per story). From
 frame to frame one thing happens: a character enters or leaves, moves, changes action, or everyone travels
-to a new scene. Captions follow the pictures (see ``storyworld_text``); the ground truth of every frame goes
+to a new scene. Captions follow the pictures (see ``text``); the ground truth of every frame goes
 to ``annotations.jsonl``, never into the captions. Everything is a pure function of ``(seed, index)``.
 
 Beside the stories, ``captions.jsonl`` is an image-caption corpus over the same pictures, for the MLLM's
@@ -44,10 +44,10 @@ from PIL import Image
 from pydantic import Field
 
 from seed_story.config import StrictModel
-from seed_story.data.storyworld_draw import render_frame
-from seed_story.data.storyworld_plot import Event, caption, plan_story
-from seed_story.data.storyworld_spec import STYLES, WORLD, FrameTruth, StyleName
-from seed_story.data.storyworld_text import describe_frame
+from seed_story.storyworld.draw import render_frame
+from seed_story.storyworld.plot import Event, caption, plan_story
+from seed_story.storyworld.spec import STYLES, WORLD, FrameTruth, StyleName
+from seed_story.storyworld.text import describe_frame
 
 FRAMES_PER_STORY = 30
 
@@ -76,6 +76,10 @@ class WorldStory(StrictModel):
     def image_names(self) -> list[str]:
         """Image paths relative to the image folder, as ``stories.jsonl`` lists them."""
         return [f"{self.story_id}/{f.index:02d}.png" for f in self.frames]
+
+    def pictures(self, size: int = 64) -> list[Image.Image]:
+        """Every frame's picture, ``size`` px square, in story order."""
+        return [render_frame(f.truth, size) for f in self.frames]
 
 
 class FrameAnnotation(StrictModel):

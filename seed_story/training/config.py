@@ -74,7 +74,7 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 class ToyData(StrictModel):
-    """Generated toy stories (``seed_story.toy``) with synthetic pictures: for tests and smoke runs.
+    """Generated toy stories (``seed_story.storyworld.toy``) with synthetic pictures: for tests and smoke runs.
 
     Stage 1 gets pictures of single scenes, stage 2 interleaved stories, stage 3 both. ``kind`` is the
     default of the ``data`` union, so a config may leave it out.
@@ -84,6 +84,9 @@ class ToyData(StrictModel):
     batch_size: int = Field(4, gt=0)
     min_scenes: int = Field(2, ge=2)
     max_scenes: int = Field(6, ge=2)
+    supervise_all: bool = Field(
+        False, description="stories: supervise every caption, not only the last (the toy model learns faster)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ToyData:

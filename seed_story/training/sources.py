@@ -1,6 +1,6 @@
-"""Batch sources for the trainer: StoryStream Parquet shards, or the toy world of ``seed_story.toy`` with
-synthetic pictures (a scene's picture is a background coloured by its place with a centre square coloured by
-its animal, so the ViT features, the MLLM's regressed features and the pixels agree).
+"""Batch sources for the trainer: StoryStream Parquet shards, or the toy world of ``seed_story.storyworld.toy``
+with its synthetic pictures (``scene_picture``: a background coloured by the place with a centre square coloured
+by the animal, so the ViT features, the MLLM's regressed features and the pixels agree).
 
 The toy source is an endless, seeded iterator: the same seed gives the same batches, which is what lets the
 trainer resume by skipping the batches it already consumed. The StoryStream source is a ``DataLoader`` over a
@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader
 
 from seed_story.components import Components
 from seed_story.data.dataset import StoryStreamDataset
+from seed_story.data.mllm_batch import MLLMBatch
 from seed_story.data.sequence import SequenceSettings, collate
-from seed_story.toy import ANIMALS, PLACES, MLLMBatch, Scene, sample_story, toy_stories
+from seed_story.storyworld.toy import Scene, sample_story, scene_picture, toy_stories
 from seed_story.training.config import StoryStreamData, ToyData
 
 
@@ -44,21 +45,6 @@ class StoryPictureBatch:
     time_ids: torch.Tensor
 
 
-def _palette(index: int, count: int) -> torch.Tensor:
-    # Evenly spread hues as RGB in [-1, 1]; deterministic, distinct for every animal and place.
-    angle = 2 * torch.pi * index / count
-    phases = torch.tensor([0.0, 2 * torch.pi / 3, 4 * torch.pi / 3])
-    return 0.8 * torch.cos(angle + phases)
-
-
-def scene_picture(scene: Scene, size: int) -> torch.Tensor:
-    """A (3, size, size) picture in [-1, 1]: the place's colour around the animal's colour in the centre."""
-    picture = _palette(PLACES.index(scene.place), len(PLACES))[:, None, None].expand(3, size, size).clone()
-    lo, hi = size // 4, size - size // 4
-    picture[:, lo:hi, lo:hi] = _palette(ANIMALS.index(scene.animal), len(ANIMALS))[:, None, None]
-    return picture
-
-
 def sd_time_ids(size: int, count: int) -> torch.Tensor:
     """(count, 6) SDXL micro-conditioning: original size, crop top-left, target size (no crop, no resize)."""
     return torch.tensor([[size, size, 0, 0, size, size]] * count, dtype=torch.float32)
@@ -72,7 +58,7 @@ def _pictures(parts: Components, scenes: list[Scene]) -> tuple[torch.Tensor, tor
 
 def _stories(parts: Components, rng: random.Random, data: ToyData) -> tuple[MLLMBatch, list[Scene]]:
     length = rng.randint(data.min_scenes, data.max_scenes)  # one length per batch: nothing is padded
-    batch, stories = toy_stories(parts, rng, data.batch_size, length, supervise_all=False)
+    batch, stories = toy_stories(parts, rng, data.batch_size, length, supervise_all=data.supervise_all)
     return batch, [st[-1] for st in stories]
 
 

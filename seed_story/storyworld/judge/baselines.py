@@ -24,12 +24,11 @@ from PIL import Image
 from pydantic import Field
 
 from seed_story.config import StrictModel
-from seed_story.data.storyworld import StoryWorld
-from seed_story.data.storyworld_draw import render_frame
-from seed_story.eval.detect import FrameDetection, detect_frame
-from seed_story.eval.metrics import Scores, judge_story
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.generation.records import StoryRequest
+from seed_story.storyworld.judge.detect import FrameDetection, detect_frame
+from seed_story.storyworld.judge.metrics import Scores, judge_story
+from seed_story.storyworld.world import StoryWorld
 
 Condition = Literal["ground_truth", "upper_bound", "story", "no_context", "written"]
 CONDITIONS: tuple[Condition, ...] = ("ground_truth", "upper_bound", "story", "no_context", "written")
@@ -45,10 +44,34 @@ class ConditionResult(StrictModel):
     seconds: float
 
 
+class PictureAgreement(StrictModel):
+    """Fractions of drawn pictures that show what their true pictures show, as the detector reads both."""
+
+    scene: float = Field(description="frames with the true scene")
+    slots: float = Field(description="frames with the true character, or nobody, in every slot")
+    reconstruction: float = Field(description="frames with both (reconstruction_accuracy)")
+
+
 def reconstruction_accuracy(truth: Sequence[FrameDetection], drawn: Sequence[FrameDetection]) -> float:
     """Fraction of frames where the drawn picture shows the true scene and the true character in every slot."""
     same = [t.scene == d.scene and t.slots == d.slots for t, d in zip(truth, drawn, strict=True)]
     return sum(same) / len(same) if same else 0.0
+
+
+def picture_agreement(truth: Sequence[Image.Image], drawn: Sequence[Image.Image]) -> PictureAgreement:
+    """Detect both sets of pictures (pairwise: ``drawn[i]`` should show ``truth[i]``) and compare them.
+
+    Example::
+
+        picture_agreement(story.pictures()[1:], pipe.draw(features)).reconstruction
+    """
+    true_found, drawn_found = [detect_frame(t) for t in truth], [detect_frame(d) for d in drawn]
+    pairs = list(zip(true_found, drawn_found, strict=True))
+    return PictureAgreement(
+        scene=sum(t.scene == d.scene for t, d in pairs) / len(pairs) if pairs else 0.0,
+        slots=sum(t.slots == d.slots for t, d in pairs) / len(pairs) if pairs else 0.0,
+        reconstruction=reconstruction_accuracy(true_found, drawn_found),
+    )
 
 
 def evaluate_conditions(
@@ -67,9 +90,8 @@ def evaluate_conditions(
         {r.condition: r.scores.character_consistency.value for r in results}
     """
     world = StoryWorld(world_seed, frames=steps + 1)
-    size = pipe.config.detokenizer.image_size
     plots = [world.story(i) for i in range(stories)]
-    truth = [[render_frame(f.truth, size) for f in s.frames] for s in plots]
+    truth = [s.pictures(pipe.config.detokenizer.image_size) for s in plots]
     captions = [[f.caption for f in s.frames] for s in plots]
     results = []
     for condition in conditions:
@@ -77,10 +99,9 @@ def evaluate_conditions(
         frames, written = _frames(pipe, condition, captions, truth)
         scores = sum((judge_story(zip(c, f, strict=True)) for c, f in zip(written, frames, strict=True)), Scores())
         recon = None
-        if condition in ("upper_bound", "story", "no_context"):
-            true_found = [detect_frame(im) for story in truth for im in story[1:]]
-            drawn_found = [detect_frame(im) for story in frames for im in story[1:]]
-            recon = reconstruction_accuracy(true_found, drawn_found)
+        if condition in ("upper_bound", "story", "no_context"):  # frame 0 is the true opening: not drawn
+            true_drawn = [im for story in truth for im in story[1:]], [im for story in frames for im in story[1:]]
+            recon = picture_agreement(*true_drawn).reconstruction
         seconds = time.perf_counter() - start
         results.append(ConditionResult(condition=condition, stories=stories, scores=scores, reconstruction=recon,
                                        seconds=seconds))  # fmt: skip

@@ -18,8 +18,8 @@ import re
 from pydantic import Field
 
 from seed_story.config import StrictModel
-from seed_story.data.storyworld_spec import WORLD, SceneName
-from seed_story.data.storyworld_text import ENTRANCE_WORDS, template_words
+from seed_story.storyworld.spec import WORLD, SceneName
+from seed_story.storyworld.text import ENTRANCE_WORDS, template_words
 
 SCENE_WORDS: dict[SceneName, tuple[str, ...]] = {
     "meadow": ("meadow", "meadows", "field"),

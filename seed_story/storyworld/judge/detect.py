@@ -30,8 +30,8 @@ from PIL import Image
 from pydantic import Field
 
 from seed_story.config import StrictModel
-from seed_story.data.storyworld_draw import render_frame
-from seed_story.data.storyworld_spec import (
+from seed_story.storyworld.draw import render_frame
+from seed_story.storyworld.spec import (
     FEET,
     SLOTS,
     STYLES,

@@ -43,8 +43,8 @@ from PIL import Image
 from pydantic import Field, computed_field
 
 from seed_story.config import StrictModel
-from seed_story.eval.captions import CaptionMentions, parse_caption
-from seed_story.eval.detect import FrameDetection, detect_frame
+from seed_story.storyworld.judge.captions import CaptionMentions, parse_caption
+from seed_story.storyworld.judge.detect import FrameDetection, detect_frame
 
 METRICS = (
     "character_consistency",

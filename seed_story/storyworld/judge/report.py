@@ -18,10 +18,10 @@ from PIL import Image
 from pydantic import Field
 
 from seed_story.config import StrictModel
-from seed_story.eval.detect import detect_frame
-from seed_story.eval.metrics import Scores, score_story
 from seed_story.runstore import StoryKeys, StoryRecord, StoryStore
 from seed_story.storage import ObjectStore
+from seed_story.storyworld.judge.detect import detect_frame
+from seed_story.storyworld.judge.metrics import Scores, score_story
 
 
 class StoryScores(StrictModel):
