@@ -20,10 +20,11 @@ import torch
 from safetensors.torch import load_file
 
 from seed_story.components import load_components
-from seed_story.data.storyworld import StoryWorld
-from seed_story.data.storyworld_draw import render_frame
 from seed_story.models.schedulers import build_noise_scheduler
 from seed_story.models.visual_tokenizer import image_transform_batch
+from seed_story.storyworld.draw import render_frame
+from seed_story.storyworld.judge.probes import swapped_cast_partners
+from seed_story.storyworld.world import StoryWorld
 from seed_story.training.pretrain import signed_pixels
 from seed_story.training.sources import sd_time_ids
 from seed_story.training.stages import encode_latents
@@ -45,11 +46,7 @@ def main() -> None:
         parts.detokenizer.load_state_dict(detok, strict=True)
     world = StoryWorld(args.world_seed)
     frames = [f.truth for i in range(args.stories) for f in world.story(i).frames[::5]]
-    partner = [
-        next((j for j, other in enumerate(frames) if (other.scene, other.style) == (f.scene, f.style)
-              and other.characters != f.characters), i)
-        for i, f in enumerate(frames)
-    ]  # fmt: skip
+    partner = swapped_cast_partners(frames)
     size = parts.config.detokenizer.image_size
     pictures = [render_frame(f, size) for f in frames]
     scheduler = build_noise_scheduler(parts.config.detokenizer.scheduler)

@@ -1,6 +1,6 @@
 """Story-writing speed: this engine vs the released algorithm, per-step cost, and batching.
 
-Runs on the toy-trained ``tiny`` model (``seed_story.toy``), in one process, so ratios are side by side:
+Runs on the toy-trained ``tiny`` model (``seed_story.training.toy``), in one process, so ratios are side by side:
 
 1. a 25-step story with the reference algorithm (re-encode the window every step, batch 1, HF ``generate``,
    LoRA unmerged as released) and with this engine;
@@ -28,24 +28,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seed_story.checkpoints.native import MANIFEST, save_checkpoint  # noqa: E402
+from seed_story.batch.pipelines import toy_checkpoint  # noqa: E402
 from seed_story.components import Components, load_components  # noqa: E402
 from seed_story.generation.pipeline import StoryPipeline  # noqa: E402
 from seed_story.generation.records import StoryRequest  # noqa: E402
 from seed_story.generation.settings import DrawSettings  # noqa: E402
 from seed_story.generation.writer import StoryWriter  # noqa: E402
+from seed_story.storyworld.toy import toy_openings  # noqa: E402
 from seed_story.tokenizer import ImageTokenIds  # noqa: E402
-from seed_story.toy import toy_openings, train_toy_model  # noqa: E402
 from tests.reference_generation import reference_write  # noqa: E402
-
-
-def toy_model(cache: Path) -> Path:
-    """Train the toy model once and keep it as a checkpoint folder."""
-    if not (cache / MANIFEST).is_file():
-        parts = train_toy_model()
-        modules = {n: getattr(parts, n) for n in ("visual_tokenizer", "mllm", "detokenizer", "vae")}
-        save_checkpoint(cache, parts.config, modules, tokenizer=parts.tokenizer, metadata={"what": "toy model"})
-    return cache
 
 
 def openings(n: int) -> list[tuple[str, torch.Tensor]]:
@@ -102,7 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    ckpt = toy_model(args.out / "toy-model")
+    ckpt = toy_checkpoint(args.out / "toy-model")  # trained once
 
     reference_parts = load_components(ckpt)  # LoRA stays unmerged, as in the released scripts
     engine_parts = load_components(ckpt)
@@ -164,7 +155,7 @@ def main() -> None:
             "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),
         },
-        "model": "tiny preset trained by seed_story.toy.train_toy_model (16 image tokens, byte-level text)",
+        "model": "tiny preset trained by seed_story.training.toy.train_toy_model (16 image tokens, byte-level text)",
     }
     (args.out / "generation.json").write_text(json.dumps(result, indent=2))
     plot(result, args.out / "generation.png")

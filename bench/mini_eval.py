@@ -1,4 +1,4 @@
-"""SEED-Story-Mini against its baselines on held-out story-world stories (seed_story.eval.baselines).
+"""SEED-Story-Mini against its baselines on held-out story-world stories (seed_story.storyworld.judge.baselines).
 
 Writes bench/results/mini_eval.json and a bar chart mini_eval.png.
 
@@ -23,11 +23,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from seed_story.cli.generate import MINI_GUIDANCE
 from seed_story.components import load_components
-from seed_story.eval.baselines import CONDITIONS, evaluate_conditions
+from seed_story.examples import MINI_GUIDANCE
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.generation.settings import DrawSettings
+from seed_story.storyworld.judge.baselines import CONDITIONS, evaluate_conditions
 
 SHOWN = ("character_consistency", "style_consistency", "scene_accuracy", "cast_accuracy", "text_image_agreement")
 

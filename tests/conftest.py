@@ -24,10 +24,10 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 import pytest
 import torch
 
-from seed_story.batch.pipelines import toy_checkpoint
 from seed_story.components import Components, load_native
 from seed_story.config import ModelConfig
 from seed_story.presets import from_preset
+from seed_story.training.toy import toy_checkpoint
 
 
 @pytest.fixture(scope="session")

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from seed_story.checkpoints.native import read_manifest
-from seed_story.cli.generate import MINI_GUIDANCE
 from seed_story.components import load_components
-from seed_story.examples import bundled_model
+from seed_story.examples import MINI_GUIDANCE, bundled_model
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.generation.settings import DrawSettings
 from seed_story.storyworld.judge.baselines import evaluate_conditions

@@ -77,7 +77,9 @@ def test_composed_generation_equals_write_then_draw(toy_pipe):
     assert sorted(seen) == [(0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3), (1, 4), (1, 5)]
     assert len(pictures) == len(composed) == 8
     for a, b in zip(composed, pictures, strict=True):
-        assert np.array_equal(np.asarray(a), np.asarray(b))
+        # The same features (written identically) drawn in other batches: the UNet's float rounding on the CPU
+        # depends on the batch size, and now and then tips a pixel over to the next of 256 levels.
+        assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1
     assert [s.text for s in outputs[1].steps] == [s.text for s in written[1].steps]
     size = pipe.config.detokenizer.image_size
     assert composed[0].size == (size, size)

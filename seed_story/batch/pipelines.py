@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from seed_story.checkpoints.native import MANIFEST, save_checkpoint
+from seed_story.checkpoints.native import MANIFEST
 from seed_story.config import StrictModel
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.generation.settings import DrawSettings, WriterSettings
@@ -69,21 +69,3 @@ def load_pipeline(spec: ModelSpec) -> tuple[StoryPipeline, threading.Lock]:
     lock = _LOCKS.setdefault(key, threading.Lock())
     with lock:
         return _pipeline(key), lock
-
-
-def toy_checkpoint(folder: str | Path) -> Path:
-    """The toy-world model (``seed_story.toy``) saved as a checkpoint in ``folder``; trained (~20 s) only once.
-
-    Example::
-
-        spec = ModelSpec(path=str(toy_checkpoint("~/.cache/seed-story/toy")))
-    """
-    from seed_story.training.toy import train_toy_model
-
-    folder = Path(folder).expanduser()
-    if not (folder / MANIFEST).is_file():
-        parts = train_toy_model()
-        modules = {"visual_tokenizer": parts.visual_tokenizer, "mllm": parts.mllm, "detokenizer": parts.detokenizer}
-        save_checkpoint(folder, parts.config, {**modules, "vae": parts.vae}, tokenizer=parts.tokenizer,
-                        metadata={"trained_by": "seed_story.toy.train_toy_model"})  # fmt: skip
-    return folder

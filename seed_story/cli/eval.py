@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # the judge loads numpy and PIL: only when the command runs, 
     from seed_story.storyworld.judge.metrics import Scores
     from seed_story.storyworld.judge.report import EvalReport
 
-# Per-story headline columns (title, metric); every metric is defined in ``seed_story.eval.metrics``.
+# Per-story headline columns (title, metric); every metric is defined in ``seed_story.storyworld.judge.metrics``.
 HEADLINE = (
     ("character", "character_consistency"),
     ("style", "style_consistency"),

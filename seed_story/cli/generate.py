@@ -126,38 +126,21 @@ def generate(
         raise typer.Exit(code=2)
 
 
-# The mini de-tokenizer draws best without classifier-free guidance (1 skips the unconditional pass); the
-# reference's 7.5 saturates it (docs/mini-model.md, lesson 5).
-MINI_GUIDANCE = 1.0
-
-
-def _is_mini(model: Path) -> bool:
-    from seed_story.checkpoints.native import read_manifest
-
-    return read_manifest(model).model.name == "seed-story-mini"
-
-
-def demo_guidance(model: Path) -> float:
-    return MINI_GUIDANCE if _is_mini(model) else 7.5
-
-
-def demo_prompts(model: Path) -> str:
-    """The bundled prompts that suit a model: story-world openings for the mini preset, toy ones otherwise."""
-    return "mini/demo.jsonl" if _is_mini(model) else "demo.jsonl"
-
-
 def demo(
     out: Path = typer.Option(Path("seed-story-demo"), "--out", help="Local store the demo writes into."),
     model: Path | None = typer.Option(
         None, "--model", help=f"Default: the bundled SEED-Story-Mini, else a toy model trained once into {DEMO_CACHE}."
     ),
     draw_steps: int = typer.Option(25, "--draw-steps", min=1, help="De-tokenizer denoising steps per picture."),
-    guidance: float | None = typer.Option(None, "--guidance", min=1.0, help=f"Default: {MINI_GUIDANCE} (mini), 7.5."),
+    guidance: float | None = typer.Option(
+        None, "--guidance", min=1.0, help="Default: 1.0 for the mini model, else 7.5."
+    ),
 ) -> None:
     """Three storybooks from bundled example prompts, on the embedded defaults (local store, local Prefect API)."""
-    from seed_story.batch.pipelines import ModelSpec, toy_checkpoint
-    from seed_story.examples import bundled_model
+    from seed_story.batch.pipelines import ModelSpec
+    from seed_story.examples import bundled_model, demo_guidance, demo_prompts
     from seed_story.generation.settings import DrawSettings
+    from seed_story.training.toy import toy_checkpoint
     from tasks.settings import NightlySettings
 
     console = Console(stderr=True)

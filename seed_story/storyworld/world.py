@@ -46,7 +46,7 @@ from pydantic import Field
 from seed_story.config import StrictModel
 from seed_story.storyworld.draw import render_frame
 from seed_story.storyworld.plot import Event, caption, plan_story
-from seed_story.storyworld.spec import STYLES, WORLD, FrameTruth, StyleName
+from seed_story.storyworld.spec import SLOTS, STYLES, WORLD, FrameTruth, StyleName
 from seed_story.storyworld.text import describe_frame
 
 FRAMES_PER_STORY = 30
@@ -242,6 +242,13 @@ def write_storyworld(
     return report
 
 
+def opening_title(truth: FrameTruth) -> str:
+    """A book title naming who the opening shows and where: "Bram and Pip in the Snowfield"."""
+    names = " and ".join(p.name for p in sorted(truth.characters, key=lambda p: SLOTS.index(p.slot)))
+    place = {"snow": "Snowfield", "night_forest": "Forest at Night"}.get(truth.scene, truth.scene.title())
+    return f"{names} in the {place}" if names else f"The {place}"
+
+
 def write_openings(
     out_dir: str | Path, n_stories: int, seed: int = 0, *, size: int = 64, with_texts: bool = False
 ) -> Path:
@@ -266,7 +273,8 @@ def write_openings(
         texts = [f.caption for f in story.frames[1:]] if with_texts else None
         row = ManifestRow(
             story_id=story.story_id, image=image, text=story.frames[0].caption, texts=texts,
-            steps=len(story.frames) - 1, title=f"Story world {story.story_id}", author="storyworld", style=story.style,
+            steps=len(story.frames) - 1, title=opening_title(story.frames[0].truth), author="storyworld",
+            style=story.style,
         )  # fmt: skip
         rows.append(row.model_dump_json(exclude_none=True))
     manifest = out / "openings.jsonl"
