@@ -2,11 +2,11 @@
 
 Generation tests and benchmarks need a model that writes ``[INST]<caption><img>...</img></s>`` turn after turn
 (random tiny weights babble; see ``seed_story.storyworld.toy``). It is an ordinary stage-2 run of the trainer
-(:func:`toy_config`) on toy batches, with three departures from the reference, for speed: every MLLM parameter
-trains (``full_llm``: base weights too, LoRA included so it is non-zero; the fixed position tables stay frozen),
-every caption is supervised (``ToyData.supervise_all``), not only the last, and the learning rate is high
-(5e-3, no weight decay, cosine to a tenth). Stories have 2..10 scenes, one random length per batch, so nothing
-is padded; the regression loss is the reference's: the last picture of each story.
+(:func:`toy_config`) on toy batches, with departures from the reference, for speed: every MLLM parameter trains
+(``full_llm``: base weights too, LoRA included so it is non-zero; the fixed position tables stay frozen), every
+caption is supervised (``ToyData.supervise_all``), not only the last, and the learning rate is high (5e-3 from
+the first step, no weight decay, cosine to a tenth). Stories have 2..10 scenes, one random length per batch, so
+nothing is padded; the regression loss is the reference's: the last picture of each story.
 
 Example::
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from seed_story.checkpoints.native import MANIFEST, save_checkpoint
 from seed_story.components import Components
 from seed_story.training.config import ToyData, TrainConfig
 from seed_story.training.run import build_task
@@ -42,7 +43,9 @@ def toy_config(
         weight_decay=0.0,
         betas=(0.9, 0.999),
         eps=1e-8,
-        warmup_steps=max(1, steps // 20),
+        # No warm-up: in a run this short the ramp (which starts at a rate of 0) cost the model its long stories.
+        # With a 5% ramp, seeds 0 and 1 wrote 8 of 10 toy openings to 25 well-formed steps (10 without a ramp).
+        warmup_steps=0,
         min_lr_ratio=0.1,
         mixed_precision="no",
         log_every=max(1, steps // 4),
@@ -70,3 +73,19 @@ def train_toy_model(
         task = build_task(cfg)
         Trainer(cfg, task, toy_batches(cfg.stage, cfg.data, task.parts, cfg.seed)).fit()
     return task.parts.eval()
+
+
+def toy_checkpoint(folder: str | Path) -> Path:
+    """The toy model saved as a checkpoint in ``folder``; trained (~20 s) only where ``folder`` holds none yet.
+
+    Example::
+
+        spec = ModelSpec(path=str(toy_checkpoint("~/.cache/seed-story/toy")))
+    """
+    folder = Path(folder).expanduser()
+    if not (folder / MANIFEST).is_file():
+        parts = train_toy_model()
+        modules = {"visual_tokenizer": parts.visual_tokenizer, "mllm": parts.mllm, "detokenizer": parts.detokenizer}
+        save_checkpoint(folder, parts.config, {**modules, "vae": parts.vae}, tokenizer=parts.tokenizer,
+                        metadata={"trained_by": "seed_story.training.toy.train_toy_model"})  # fmt: skip
+    return folder
