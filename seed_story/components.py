@@ -6,6 +6,7 @@ checkpoint folder written by this project (``seed_story.json`` inside).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from seed_story.checkpoints.agent import load_agent
 from seed_story.checkpoints.detokenizer import load_detokenizer, load_scheduler, load_vae
-from seed_story.checkpoints.layout import PretrainedLayout
+from seed_story.checkpoints.layout import AGENT_COMPONENT, AgentRelease, PretrainedLayout
 from seed_story.checkpoints.native import MANIFEST, check_same_vae, load_part, read_manifest
 from seed_story.checkpoints.vision import load_visual_tokenizer
 from seed_story.config import ModelConfig
@@ -78,17 +79,23 @@ class Components:
         self.set_vae_scaling_factor(read_manifest(checkpoint).model.detokenizer.vae.scaling_factor)
 
 
-def build_random(cfg: ModelConfig, *, seed: int = 0) -> Components:
-    """Randomly initialised components (byte-level tokenizer): for tests and speed benchmarks only."""
+def build_random(cfg: ModelConfig, *, seed: int = 0, device: str | torch.device | None = None) -> Components:
+    """Randomly initialised components (byte-level tokenizer): for tests and speed benchmarks only.
+
+    ``device="meta"`` builds the networks without memory (shapes, dtypes and trainable flags only, any size).
+    """
     torch.manual_seed(seed)
+    with torch.device(device) if device is not None else contextlib.nullcontext():
+        vit, mllm = VisualTokenizer(cfg.vision), SeedStoryMLLM(cfg.mllm)
+        detokenizer, vae = build_detokenizer(cfg.detokenizer), build_vae(cfg.detokenizer.vae)
     return Components(
         config=cfg,
         tokenizer=build_byte_tokenizer(cfg.mllm.num_image_tokens),
-        visual_tokenizer=VisualTokenizer(cfg.vision),
-        mllm=SeedStoryMLLM(cfg.mllm),
-        detokenizer=build_detokenizer(cfg.detokenizer),
-        vae=build_vae(cfg.detokenizer.vae),
-        scheduler=build_scheduler(cfg.detokenizer.scheduler),
+        visual_tokenizer=vit,
+        mllm=mllm,
+        detokenizer=detokenizer,
+        vae=vae,
+        scheduler=build_scheduler(cfg.detokenizer.scheduler),  # keeps CPU tensors of its own: never on meta
     ).eval()
 
 
@@ -116,14 +123,22 @@ def load_released(
     dtype: torch.dtype = torch.float16,
     detokenizer_stage: str = "adapted",
     merge_lora: bool = False,
+    agent: AgentRelease = "story",
 ) -> Components:
-    """Load the original release from a ``pretrained/`` folder (see ``seed-story pretrained check``)."""
+    """Load the original release from a ``pretrained/`` folder (see ``seed-story pretrained check``).
+
+    ``agent="seedx"`` takes the SEED-X-pretrained agent instead of SEED-Story-George: stage 2's starting point,
+    which the release pairs with the stage-1 de-tokenizer (``detokenizer_stage="pretrained"``).
+    """
     cfg = cfg or from_preset("seed-story-george")
     layout = PretrainedLayout.discover(root)
     detok_key = {"adapted": "detokenizer_adapted", "pretrained": "detokenizer_pretrained"}[detokenizer_stage]
-    layout.require("tokenizer", "llama", "sdxl", "qwen_vit", "agent", detok_key)
+    agent_key = AGENT_COMPONENT[agent]
+    layout.require("tokenizer", "llama", "sdxl", "qwen_vit", agent_key, detok_key)
     vit, _ = load_visual_tokenizer(layout.qwen_vit, cfg.vision, dtype=dtype)
-    mllm, _ = load_agent(layout.agent, cfg.mllm, llama_dir=layout.llama, dtype=dtype, merge_lora=merge_lora)
+    mllm, _ = load_agent(
+        getattr(layout, agent_key), cfg.mllm, llama_dir=layout.llama, dtype=dtype, merge_lora=merge_lora, release=agent
+    )
     detok, _ = load_detokenizer(getattr(layout, detok_key), layout.sdxl, cfg.detokenizer, dtype=dtype)
     return Components(
         config=cfg,
@@ -139,7 +154,8 @@ def load_released(
 def load_components(path: str | Path, *, dtype: torch.dtype = torch.float32, **released: object) -> Components:
     """Either kind of folder: this project's checkpoint (has ``seed_story.json``) or a released ``pretrained/``.
 
-    ``released`` keyword arguments go to :func:`load_released` (``cfg``, ``detokenizer_stage``, ``merge_lora``).
+    ``released`` keyword arguments go to :func:`load_released` (``cfg``, ``detokenizer_stage``, ``merge_lora``,
+    ``agent``).
     """
     path = Path(path)
     if (path / MANIFEST).is_file():

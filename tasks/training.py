@@ -24,8 +24,9 @@ from pydantic import Field, field_validator
 
 from seed_story.checkpoints.native import MANIFEST
 from seed_story.storage import ObjectNotFound, ObjectStore, check_key, get_model, join_key, key_uri, put_model
-from seed_story.training import TrainConfig, TrainResult, load_train_config, train
+from seed_story.training import TrainConfig, TrainResult, load_train_config
 from seed_story.training.config import data_values
+from seed_story.training.launch import LaunchSettings, run_launched
 from seed_story.training.store_sync import (
     CheckpointPusher,
     mirror,
@@ -64,6 +65,10 @@ class TrainFlowSettings(StoreSettings):
     shards_from: str | None = Field(None, description="store prefix of StoryStream shards (ingest-storystream)")
     work_dir: str = Field("work", description="local folder for checkpoints, downloads and the trainer's outputs")
     sync_every_s: float = Field(60.0, gt=0, description="how often new checkpoints are pushed while training runs")
+    launch: LaunchSettings = Field(
+        default_factory=LaunchSettings,
+        description="processes (default: one per visible GPU), machines, sharding (none = DDP, fsdp, zero2)",
+    )
 
     @field_validator("init_from", "shards_from")
     @classmethod
@@ -93,7 +98,7 @@ def load_config_task(settings: TrainFlowSettings, stage: str, prefix: str) -> Tr
     if "data" in settings.overrides or settings.shards_from:
         values["data"] = data_values(settings.config, settings.overrides.get("data"))
     if settings.shards_from:
-        if values["data"].get("kind", "toy") != "storystream":
+        if values["data"].get("kind") != "storystream":
             raise ValueError(f"shards_from needs a storystream data source; {settings.config} has {values['data']}")
         values["data"]["shards"] = str(settings.input_folder(store, settings.shards_from))
     return load_train_config(settings.config, stage, **values)
@@ -130,10 +135,13 @@ def pull_checkpoint_task(settings: TrainFlowSettings, prefix: str, output_dir: s
 
 @task(name="train", tags=[GPU_TAG], cache_policy=NO_CACHE)
 def train_task(settings: TrainFlowSettings, cfg: TrainConfig, prefix: str) -> TrainResult:
-    """Run the trainer (exact resume from the newest local checkpoint), pushing checkpoints as they appear."""
-    store, log = settings.open_store(), get_run_logger()
+    """Launch the trainer's processes (exact resume from the newest local checkpoint), their log lines streamed
+    into this task's log, pushing checkpoints as they appear; a failed launch fails the task with its log's tail."""
+    store, log, launch = settings.open_store(), get_run_logger(), settings.launch
+    log.info("%s: %d process(es) on each of %d machine(s), sharding %s", prefix, launch.local_processes(),
+             launch.machines, launch.sharding)  # fmt: skip
     with CheckpointPusher(store, Path(cfg.output_dir), prefix, cfg.keep_checkpoints, settings.sync_every_s, log):
-        return train(cfg)
+        return run_launched(cfg, launch, on_line=log.info)
 
 
 @task(name="push-outputs", **IO_TASK)

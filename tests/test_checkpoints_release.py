@@ -8,18 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
-from transformers import LlamaForCausalLM
 from typer.testing import CliRunner
 
 from seed_story.checkpoints.check import check_pretrained
 from seed_story.checkpoints.layout import PretrainedLayout
 from seed_story.checkpoints.native import read_manifest, save_checkpoint
-from seed_story.checkpoints.remap import current_to_peft04
 from seed_story.checkpoints.vision import load_visual_tokenizer
 from seed_story.cli.main import app
 from seed_story.components import build_random, load_components
-from seed_story.models.mllm import llama_config
 from seed_story.presets import from_preset
+from tests.release_support import write_release
 
 runner = CliRunner()
 
@@ -28,42 +26,9 @@ runner = CliRunner()
 def release(tmp_path_factory) -> tuple[Path, object]:
     """Write every released component of a random tiny model under ``pretrained/``; return (root, components)."""
     torch.manual_seed(1)
-    cfg = from_preset("tiny")
-    parts = build_random(cfg)
+    parts = build_random(from_preset("tiny"))
     root = tmp_path_factory.mktemp("pretrained")
-    parts.tokenizer.save_pretrained(root / "cvlm_llama2_tokenizer")
-    # Llama folder with the base vocabulary; the agent file carries the grown embeddings.
-    base_cfg = llama_config(cfg.mllm)
-    base_cfg.vocab_size = cfg.mllm.llm.vocab_size
-    base = LlamaForCausalLM(base_cfg)
-    agent_state = current_to_peft04(parts.mllm.state_dict())
-    prefix = "llm.base_model.model."
-    base_state = {
-        k[len(prefix) :].replace(".modules_to_save.default", ""): v
-        for k, v in agent_state.items()
-        if k.startswith(prefix) and "lora_" not in k and "original_module" not in k
-    }
-    base_state["model.embed_tokens.weight"] = base_state["model.embed_tokens.weight"][: base_cfg.vocab_size]
-    base_state["lm_head.weight"] = base_state["lm_head.weight"][: base_cfg.vocab_size]
-    base.load_state_dict(base_state, strict=True)
-    base.save_pretrained(root / "Llama-2-7b-hf")
-    sdxl = root / "stable-diffusion-xl-base-1.0"
-    parts.detokenizer.unet.save_pretrained(sdxl / "unet")
-    parts.vae.save_pretrained(sdxl / "vae")
-    parts.scheduler.save_pretrained(sdxl / "scheduler")
-    (root / "visual_tokenizer").mkdir()
-    torch.save(parts.visual_tokenizer.state_dict(), root / "visual_tokenizer" / "qwen_vit_G.pt")
-    agent = root / "seed_story" / "george_sft" / "pytorch_model.bin"
-    agent.parent.mkdir(parents=True)
-    torch.save(
-        {k: v for k, v in agent_state.items() if "layers" not in k or "proj.weight" not in k or "lora" in k}, agent
-    )
-    adapter = root / "detokenizer" / "detokenizer_george_adapted" / "checkpoint-4000" / "pytorch_model.bin"
-    adapter.parent.mkdir(parents=True)
-    detok_state = parts.detokenizer.state_dict()
-    torch.save(
-        {k: v for k, v in detok_state.items() if k.startswith("resampler.") or ".to_k." in k or ".to_v." in k}, adapter
-    )
+    write_release(root, parts)
     return root, parts
 
 

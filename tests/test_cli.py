@@ -39,7 +39,7 @@ def test_every_help_works():
 )
 def test_user_errors_are_one_line(tmp_path, monkeypatch, capsys, args, message):
     """Through the entry point a user's shell runs (``main``), in process: no traceback, one error line."""
-    (tmp_path / "bad.yaml").write_text("learning_rate: fast\n")
+    (tmp_path / "bad.yaml").write_text("learning_rate: fast\ndata: {kind: toy}\n")
     monkeypatch.setattr(sys, "argv", ["seed-story", *(a.replace("{tmp}", str(tmp_path)) for a in args)])
     with pytest.raises(SystemExit) as exit_:
         main()

@@ -3,27 +3,29 @@ or S3 on loopback as the store. The key case: a run interrupted on one machine r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import threading
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import torch
 from PIL import Image
 from prefect.artifacts import Artifact
 from safetensors.torch import load_file
 
-import seed_story.training.run as training_run
 import tasks.training as training_tasks
 from flows.ingest import ingest_storystream
 from flows.training import train_stage1, train_stage2, train_stage3
 from seed_story.checkpoints.native import read_manifest
 from seed_story.storage import LocalObjectStore, S3Settings, get_model, open_store
+from seed_story.training.launch import LaunchFailed
 from seed_story.training.store_sync import CheckpointPusher, pull_checkpoint, sync_checkpoints
 from seed_story.training.summary import TrainSummary
 from seed_story.training.trainer import STATE_FILE
@@ -31,10 +33,6 @@ from tasks.ingest import IngestSettings
 from tasks.training import TrainFlowSettings
 
 STAGE2 = "configs/train/tiny_stage2.yaml"
-
-
-class _Interrupted(Exception):
-    pass
 
 
 def _settings(store: str, work: Path, **values: Any) -> TrainFlowSettings:
@@ -50,47 +48,62 @@ def _weights(store: Any, prefix: str, tmp: Path) -> dict[str, torch.Tensor]:
     return load_file(str(store.get_file(f"{prefix}/final/mllm.safetensors", tmp / "mllm.safetensors")))
 
 
-def test_interrupted_run_resumes_exactly_on_another_machine(prefect_api, s3_bucket, tmp_path, monkeypatch):
-    whole = train_stage2(_settings(str(tmp_path / "whole"), tmp_path / "work-whole"))
-    assert (whole.steps, whole.resumed_from, whole.new_steps) == (4, None, 4)
+def _kill_launch_when(path: Path, timeout: float = 300) -> threading.Thread:
+    """A thread that SIGKILLs this process's launched trainer (launcher and workers) once ``path`` exists."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for child in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):  # zombies of earlier runs have no command line
+                if any("accelerate.commands.launch" in part for part in child.cmdline()):
+                    for proc in [child, *child.children(recursive=True)]:
+                        proc.kill()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_two_process_run_killed_mid_way_resumes_exactly_on_another_machine(prefect_api, s3_bucket, tmp_path,
+                                                                            monkeypatch):  # fmt: skip
+    two = {"launch": {"processes": 2, "threads_per_process": 1}, "max_steps": 12}
+    whole = train_stage2(_settings(str(tmp_path / "whole"), tmp_path / "work-whole", **two))
+    assert (whole.steps, whole.resumed_from, whole.new_steps) == (12, None, 12)
     local = LocalObjectStore(tmp_path / "whole")
+    assert local.exists("training/stage2/r1/checkpoints/checkpoint-12/random_states_1.pkl")  # two ranks trained
 
     s3 = S3Settings(endpoint_url=s3_bucket.endpoint_url)
     uri = f"s3://{s3_bucket.name}/models"
-    real = training_run.toy_batches
-
-    def cut_after_two(*args: Any, **kwargs: Any) -> Iterator[Any]:
-        for i, batch in enumerate(real(*args, **kwargs)):
-            if i == 2:  # stage 2 takes one batch per step: checkpoint-2 is saved, step 3 never finishes
-                raise _Interrupted
-            yield batch
-
-    monkeypatch.setattr(training_run, "toy_batches", cut_after_two)
-    with pytest.raises(_Interrupted):
-        train_stage2(_settings(uri, tmp_path / "machine-a", s3=s3))
-    store = open_store(uri, s3)
     prefix = "training/stage2/r1"
-    # The crash still pushed the whole checkpoint and the metrics so far; no final weights, no summary.
-    assert f"{prefix}/checkpoints/checkpoint-2/{STATE_FILE}" in store.list(prefix)
-    assert _losses(store, prefix) == _losses(local, prefix)[:2]
+    # The worker's trainer dies (the GPU box went away) once its first checkpoint is whole.
+    watcher = _kill_launch_when(tmp_path / "machine-a" / prefix / "checkpoints" / "checkpoint-2" / STATE_FILE)
+    with pytest.raises(LaunchFailed, match="stage2 in 2 processes exited with status"):
+        train_stage2(_settings(uri, tmp_path / "machine-a", s3=s3, **two))
+    watcher.join()
+    store = open_store(uri, s3)
+    # The crash still pushed whole checkpoints and the metrics so far; no final weights, no summary.
+    kept = sorted(int(k.split("/")[4].split("-")[1]) for k in store.list(f"{prefix}/checkpoints/") if STATE_FILE in k)
+    assert kept and kept[-1] < 12
+    assert _losses(store, prefix)[: kept[-1]] == _losses(local, prefix)[: kept[-1]]
     assert not store.exists(f"{prefix}/final/seed_story.json") and not store.exists(f"{prefix}/summary.json")
 
-    monkeypatch.setattr(training_run, "toy_batches", real)
-    resumed = train_stage2(_settings(uri, tmp_path / "machine-b", s3=s3))
-    assert (resumed.steps, resumed.resumed_from, resumed.new_steps) == (4, 2, 2)
+    resumed = train_stage2(_settings(uri, tmp_path / "machine-b", s3=s3, **two))
+    assert (resumed.steps, resumed.resumed_from, resumed.new_steps) == (12, kept[-1], 12 - kept[-1])
     assert resumed.final_weights == f"{uri}/{prefix}/final" and resumed.final_loss == whole.final_loss
     assert _losses(store, prefix) == _losses(local, prefix)  # one uninterrupted-looking log, bit for bit
     a, b = _weights(local, prefix, tmp_path / "a"), _weights(store, prefix, tmp_path / "b")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     checkpoints = {k.split("/")[4] for k in store.list(f"{prefix}/checkpoints/")}
-    assert checkpoints == {"checkpoint-2", "checkpoint-4"}  # keep_checkpoints: 2
+    assert checkpoints == {"checkpoint-10", "checkpoint-12"}  # keep_checkpoints: 2
     assert get_model(store, f"{prefix}/summary.json", TrainSummary) == resumed
 
     # A finished run is not trained again: the stored summary comes back.
-    monkeypatch.setattr(training_tasks, "train", lambda cfg: pytest.fail("a finished run was trained again"))
-    assert train_stage2(_settings(uri, tmp_path / "machine-c", s3=s3)) == resumed
+    monkeypatch.setattr(training_tasks, "run_launched", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    assert train_stage2(_settings(uri, tmp_path / "machine-c", s3=s3, **two)) == resumed
     artifact = Artifact.get("train-stage2-r1")
-    assert artifact is not None and "4 / 4" in str(artifact.data)
+    assert artifact is not None and "12 / 12" in str(artifact.data)
 
 
 def test_stage3_starts_from_stage2_in_the_store_and_stage1_runs(prefect_api, tmp_path):

@@ -7,6 +7,8 @@ world -> shards + tokenizer -> vision and vae -> stage 1 and stage 2 -> stage 3 
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 from itertools import pairwise
 from pathlib import Path
 
@@ -20,7 +22,8 @@ from seed_story.storyworld.world import StoryWorld, write_storyworld
 from seed_story.tokenizer import INST, train_bpe_tokenizer
 from seed_story.training import TrainConfig, load_train_config, train
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "train"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs" / "train"
 STAGE2_PHASES = ("stage2_captions", "stage2", "stage2_late", "stage2_anneal")
 
 
@@ -49,7 +52,34 @@ def test_mini_stage2_phases_start_from_each_other() -> None:
     assert stage3.init == f"{phases[-1].output_dir}/final"
 
 
+def _make_plan() -> list[list[str]]:
+    """The commands ``make -n train-mini`` would run from a clean checkout (no world, no runs), in order."""
+    out = subprocess.run(["make", "-n", "-B", "train-mini"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return [shlex.split(line) for line in out.stdout.splitlines() if line.strip()]
+
+
+def test_make_train_mini_fills_in_every_path_and_flag() -> None:
+    plan = _make_plan()
+    assert plan, "make -n train-mini printed nothing"
+    for words in plan:
+        command = " ".join(words)
+        assert "$(" not in command and "//" not in command, command
+        tool = next(w for w in words if w.endswith("seed-story"))
+        assert tool == ".venv/bin/seed-story", command
+        paths = [w for w in words if "/" in w and not w.startswith(("OMP_", "HF_"))]
+        assert all(not w.startswith("/") for w in paths), f"an empty variable made an absolute path: {command}"
+        if "train" in words:
+            config = words[words.index("--config") + 1]
+            assert (ROOT / config).is_file() and "--resume" in words, command
+            assert words[words.index("train") + 1] == load_train_config(ROOT / config).stage, command
+        else:
+            assert all(w.startswith(("data/world", ".venv/")) for w in paths), command
+    trained = [w[w.index("--config") + 1] for w in plan if "train" in w]
+    assert trained[-1] == "configs/train/mini_stage3.yaml" and len(trained) == 10
+
+
 def test_mini_recipe_runs_end_to_end(tmp_path):
+    """The runs of ``make train-mini``, in its order, with its configs: two steps each on a 12-story world."""
     world, runs = tmp_path / "world", tmp_path / "runs"
     write_storyworld(world, 12, seed=5, workers=1)
     ingest_storystream([world / "stories.jsonl"], world / "images", world / "shards")
@@ -57,36 +87,37 @@ def test_mini_recipe_runs_end_to_end(tmp_path):
     captions = [
         INST + c for line in (world / "stories.jsonl").read_text().splitlines() for c in json.loads(line)["captions"]
     ]
-    cfg = load_train_config(CONFIGS / "mini_vision.yaml")
     tok = train_bpe_tokenizer(captions, 1024, 16)
     tok.save_pretrained(str(world / "tokenizer"))
-    assert len(tok) == 1042 and cfg.preset == "seed-story-mini"
+    assert len(tok) == 1042 and load_train_config(CONFIGS / "mini_vision.yaml").preset == "seed-story-mini"
 
-    def run(stage: str, out: str | None = None, steps: int = 2, **paths: str) -> Path:
-        cfg = load_train_config(CONFIGS / f"mini_{stage}.yaml")
+    def here(path: str | None) -> str | None:
+        """A config's path, moved from the recipe's folders (data/world, runs/mini) into this test's."""
+        if path is None:
+            return None
+        return path.replace("data/world", str(world)).replace("runs/mini", str(runs))
+
+    steps: dict[str, int] = {}
+    final = None
+    for words in _make_plan():
+        if "train" not in words:
+            continue
+        cfg = load_train_config(ROOT / words[words.index("--config") + 1])
         data = cfg.data.model_dump()
         if data["kind"] == "pictures":
-            data["images"] = str(world / "images" / "**" / "*.png")
+            data["images"] = here(data["images"])
         else:
-            data["shards"] = str(world / ("caption_shards" if "caption" in data["shards"] else "shards"))
+            data["shards"] = here(data["shards"])
             data["num_workers"] = 0  # a 12-story world has too few row groups for the recipe's workers
         data["batch_size"] = 4
-        values = dict(output_dir=str(runs / (out or stage)), max_steps=steps, save_every=2, warmup_steps=1, data=data,
-                      resume=True, **paths)  # fmt: skip
+        # A later phase of a run (same output folder) resumes it for two more steps.
+        steps[cfg.output_dir] = steps.get(cfg.output_dir, 0) + 2
+        paths = {k: here(getattr(cfg, k)) for k in ("output_dir", "init", "vae_init", "detokenizer_init", "tokenizer")}
+        values = dict(max_steps=steps[cfg.output_dir], save_every=2, warmup_steps=1, data=data, resume=True, **paths)
         result = train(TrainConfig.model_validate({**cfg.model_dump(), **values}))
-        assert result.steps == steps and all(loss == loss for loss in result.losses)  # finite
-        return result.checkpoint
-
-    vision = run("vision", tokenizer=str(world / "tokenizer"))
-    vae = run("vae", tokenizer=str(world / "tokenizer"))
-    run("stage1", init=str(vision), vae_init=str(vae))
-    run("stage1_late", out="stage1", steps=4, init=str(vision), vae_init=str(vae))  # resumes at step 2
-    stage1 = run("stage1_longer", out="stage1", steps=6, init=str(vision), vae_init=str(vae))
-    captions = run("stage2_captions", init=str(vision), vae_init=str(vae))
-    stories = run("stage2", init=str(captions), vae_init=str(vae))
-    late = run("stage2_late", init=str(stories), vae_init=str(vae))
-    stage2 = run("stage2_anneal", init=str(late), vae_init=str(vae))
-    final = run("stage3", init=str(stage2), detokenizer_init=str(stage1))
+        assert result.steps == steps[cfg.output_dir] and all(loss == loss for loss in result.losses)  # finite
+        final = result.checkpoint
+    assert final == runs / "stage3" / "final"
 
     parts = load_components(final)
     scale = parts.config.detokenizer.vae.scaling_factor

@@ -19,11 +19,12 @@ from seed_story.components import build_random, load_components
 from seed_story.data.sequence import TrainBatch
 from seed_story.generation.decoder import merge_lora_for_inference
 from seed_story.training import TrainConfig, train
+from seed_story.training.launch import LaunchSettings, run_launched
 from seed_story.training.run import build_task
 from seed_story.training.schedule import cosine_factor
 from seed_story.training.sources import toy_batches
 from seed_story.training.stages import Stage2Task
-from seed_story.training.trainer import StateDictModule, Trainer
+from seed_story.training.trainer import StateDictModule, Trainer, cast_frozen
 
 
 def _cfg(stage: str, out: Path, **values: Any) -> TrainConfig:
@@ -35,7 +36,7 @@ def _cfg(stage: str, out: Path, **values: Any) -> TrainConfig:
         mixed_precision="no",
         save_every=100,
         gradient_accumulation_steps=1,
-        data={"batch_size": 4, "max_scenes": 4},
+        data={"kind": "toy", "batch_size": 4, "max_scenes": 4},
     )
     return TrainConfig.for_stage(stage, **{**base, **values})
 
@@ -90,7 +91,7 @@ def test_a_run_may_stop_before_its_schedule_ends(tmp_path: Path) -> None:
 
 
 def test_stage1_loss_falls(tmp_path: Path) -> None:
-    result = train(_cfg("stage1", tmp_path, full_unet=True, data={"batch_size": 8}))
+    result = train(_cfg("stage1", tmp_path, full_unet=True, data={"kind": "toy", "batch_size": 8}))
     _falls(result.losses)
 
 
@@ -175,7 +176,8 @@ def _run(cfg: TrainConfig, interrupt_after: int | None = None) -> Any:
     ("stage", "accumulation"), [("stage2", 2), ("stage1", 1)], ids=["stage2-accumulate", "stage1-noise-rng"]
 )
 def test_interrupt_and_resume_is_exact(stage: str, accumulation: int, tmp_path: Path) -> None:
-    values = dict(max_steps=6, save_every=3, gradient_accumulation_steps=accumulation, data={"batch_size": 2})
+    data = {"kind": "toy", "batch_size": 2}
+    values = dict(max_steps=6, save_every=3, gradient_accumulation_steps=accumulation, data=data)
     whole = _run(_cfg(stage, tmp_path / "whole", **values))
     with pytest.raises(_Interrupted):
         _run(_cfg(stage, tmp_path / "split", **values), interrupt_after=3 * accumulation)
@@ -222,3 +224,19 @@ def test_gathered_state_dict_exports_like_the_module(tiny_config: Any, tmp_path:
     fresh = build_random(tiny_config, seed=1).detokenizer
     load_part(tmp_path, "detokenizer", fresh)
     torch.testing.assert_close(fresh.state_dict(), detok.state_dict(), rtol=0, atol=0)
+
+
+def test_frozen_weights_of_the_trained_module_are_kept_in_bf16(tmp_path: Path) -> None:
+    cfg = _cfg("stage2", tmp_path, mixed_precision="bf16", gradient_checkpointing=True)
+    task = build_task(cfg)
+    task.to(torch.device("cpu"), torch.bfloat16)
+    cast_frozen(task.module, torch.bfloat16)  # as Trainer.fit does before it builds AdamW
+    dtypes: dict[bool, set[torch.dtype]] = {True: set(), False: set()}
+    for p in task.module.parameters():
+        dtypes[p.requires_grad].add(p.dtype)
+    assert dtypes == {True: {torch.float32}, False: {torch.bfloat16}}
+    assert task.parts.mllm.causal_lm.is_activation_checkpointing
+    # One training process per test run fixes accelerate's mixed precision: bf16 trains in a launched one.
+    result = run_launched(cfg.model_copy(update={"max_steps": 2}), LaunchSettings(processes=1, cpu=True))
+    assert result.steps == 2 and all(loss == loss for loss in result.losses)  # finite
+    assert load_components(result.checkpoint).mllm is not None

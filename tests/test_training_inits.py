@@ -42,7 +42,7 @@ def test_vae_and_detokenizer_come_with_their_configs(toy_components, tmp_path):
     stage1 = build_random(_with(cfg, unet=unet, resampler=resampler, vae=vae_cfg), seed=2)
     stage1.tokenizer = toy_components.tokenizer
 
-    run = TrainConfig.for_stage("stage3", output_dir=str(tmp_path / "out"), init=base,
+    run = TrainConfig.for_stage("stage3", output_dir=str(tmp_path / "out"), init=base, data={"kind": "toy"},
                                 vae_init=_save(vae_run, tmp_path / "vae"),
                                 detokenizer_init=_save(stage1, tmp_path / "stage1"))  # fmt: skip
     parts = build_components(run)
@@ -57,7 +57,7 @@ def test_a_detokenizer_trained_over_another_vae_is_refused(toy_components, tmp_p
     cfg = toy_components.config
     other = build_random(_with(cfg, vae=cfg.detokenizer.vae.model_copy(update={"scaling_factor": 0.5})), seed=2)
     other.tokenizer = toy_components.tokenizer
-    run = TrainConfig.for_stage("stage3", output_dir=str(tmp_path / "out"), init=base,
+    run = TrainConfig.for_stage("stage3", output_dir=str(tmp_path / "out"), init=base, data={"kind": "toy"},
                                 detokenizer_init=_save(other, tmp_path / "stage1"))  # fmt: skip
     with pytest.raises(ValueError, match="trained over another VAE"):
         build_components(run)

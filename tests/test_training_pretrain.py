@@ -74,7 +74,7 @@ def _pairs(a, b, part: str):
 
 def test_pretraining_needs_pictures_and_stages_need_stories(picture_glob):
     with pytest.raises(ValueError, match="stage vision trains on pictures"):
-        TrainConfig.for_stage("vision", output_dir="x")
+        TrainConfig.for_stage("vision", output_dir="x", data={"kind": "toy"})
     with pytest.raises(ValueError, match="stage stage1 trains on toy or storystream"):
         TrainConfig.for_stage("stage1", output_dir="x", data={"kind": "pictures", "images": picture_glob})
 

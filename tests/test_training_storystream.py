@@ -210,7 +210,14 @@ def test_size_filter_drops_and_counts_small_or_odd_pictures(tmp_path: Path, tiny
     assert dataset.state_dict()["dropped"] == {"too_long": 0, "small_or_odd_picture": 2}
 
 
-def test_storystream_config_needs_no_existing_folder() -> None:
-    cfg = TrainConfig.for_stage("stage2", output_dir="o", data={"kind": "storystream", "shards": "nowhere"})
+def test_storystream_config_needs_no_existing_folder_but_training_does(tmp_path: Path) -> None:
+    cfg = TrainConfig.for_stage(
+        "stage2", output_dir=str(tmp_path / "o"), data={"kind": "storystream", "shards": str(tmp_path / "none")}
+    )
     assert cfg.data.kind == "storystream" and cfg.data.epochs is None
-    assert TrainConfig.for_stage("stage2", output_dir="o", data={"batch_size": 2}).data.kind == "toy"
+    with pytest.raises(ValueError, match="no StoryStream shards for stage2: no shard folder or file"):
+        train(cfg.model_copy(update={"data": cfg.data.model_copy(update={"shards": [str(tmp_path / "none")]})}))
+    (tmp_path / "none").mkdir()
+    with pytest.raises(ValueError, match=r"no StoryStream shards configured for stage2: .* holds no \*\.parquet"):
+        train(cfg)
+    assert not (tmp_path / "o").exists()  # refused before anything was built or written

@@ -8,9 +8,9 @@ from typing import Literal
 
 import torch
 
-from seed_story.checkpoints.agent import LLAMA_BASE, ROTARY_BUFFERS
+from seed_story.checkpoints.agent import agent_allow_lists
 from seed_story.checkpoints.detokenizer import SDXL_FROZEN_UNET
-from seed_story.checkpoints.layout import COMPONENTS, Component, PretrainedLayout, path_size
+from seed_story.checkpoints.layout import AGENT_COMPONENT, COMPONENTS, Component, PretrainedLayout, path_size
 from seed_story.checkpoints.remap import peft04_to_current
 from seed_story.checkpoints.safe_load import read_shapes
 from seed_story.checkpoints.strict import AllowList, compare_keys
@@ -32,6 +32,8 @@ _REQUIRED_FILES = {
     "qwen_vl_chat": (("config.json",),),
 }
 
+_AGENT_RELEASE = {key: release for release, key in AGENT_COMPONENT.items()}
+
 
 class ComponentStatus(StrictModel):
     key: str
@@ -47,8 +49,8 @@ def _expected_shapes(key: str, cfg: ModelConfig) -> tuple[dict[str, tuple[int, .
     with torch.device("meta"):
         if key == "qwen_vit":
             module, miss, extra = VisualTokenizer(cfg.vision), [], []
-        elif key in ("agent", "seedx_agent"):
-            module, miss, extra = SeedStoryMLLM(cfg.mllm), [LLAMA_BASE], [ROTARY_BUFFERS]
+        elif key in _AGENT_RELEASE:
+            module, (miss, extra) = SeedStoryMLLM(cfg.mllm), agent_allow_lists(_AGENT_RELEASE[key], llama_dir=True)
         else:
             module, miss, extra = build_detokenizer(cfg.detokenizer), [SDXL_FROZEN_UNET], []
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}, miss, extra
@@ -60,11 +62,13 @@ def _deep_check_file(component: Component, path: Path, cfg: ModelConfig) -> tupl
     except Exception as err:  # any reason a file cannot be read is reported, not raised
         return "unreadable", f"{type(err).__name__}: {err}"
     expected, miss, extra = _expected_shapes(component.key, cfg)
-    if component.key in ("agent", "seedx_agent"):
+    if component.key in _AGENT_RELEASE:
         found = dict(peft04_to_current(found, expected.keys()))
     report = compare_keys(expected, found, allow_missing=miss, allow_unexpected=extra)
     if report.ok:
-        return "ok", f"{report.loaded} tensors match"
+        accepted = {**report.allowed_missing, **report.allowed_unexpected}
+        named = ", ".join(f"{n} [{name}]" for name, n in accepted.items())
+        return "ok", f"{report.loaded} tensors match" + (f"; allowed: {named}" if named else "")
     return "mismatched", report.describe(component.key, limit=5)
 
 

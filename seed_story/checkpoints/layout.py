@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from seed_story.config import StrictModel
 
@@ -71,7 +72,7 @@ COMPONENTS: tuple[Component, ...] = (
     ),
     Component(
         "seedx_agent",
-        "SEED-X-pretrained 7B agent (stage-2 init)",
+        "SEED-X-pretrained 7B agent (stage-2 init: init_agent seedx)",
         ("seedx/checkpoint-30000/pytorch_model.bin",),
         False,
         "training",
@@ -80,6 +81,10 @@ COMPONENTS: tuple[Component, ...] = (
 )
 
 COMPONENT_BY_KEY = {c.key: c for c in COMPONENTS}
+
+# The release's two MLLM ("agent") files: SEED-Story-George, and the SEED-X-pretrained agent stage 2 starts from.
+AgentRelease = Literal["story", "seedx"]
+AGENT_COMPONENT: dict[str, str] = {"story": "agent", "seedx": "seedx_agent"}
 
 
 def _variants(rel: str) -> list[str]:

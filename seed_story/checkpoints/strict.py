@@ -57,10 +57,26 @@ class KeyReport:
             lines += [f"  allowed {title}: {n} key(s) [{name}]" for name, n in counts.items()]
         return "\n".join(lines)
 
+    def summary(self, what: str, limit: int = 5) -> str:
+        """The problems on one line (an error message); :meth:`describe` is the full report."""
+
+        def some(items: list[str]) -> str:
+            more = f", ... and {len(items) - limit} more" if len(items) > limit else ""
+            return ", ".join(items[:limit]) + more
+
+        kinds = (("missing", self.missing), ("unexpected", self.unexpected))
+        parts = [f"{len(keys)} {title} key(s): {some(keys)}" for title, keys in kinds if keys]
+        if self.mismatched:
+            shapes = [f"{k}: checkpoint {tuple(c)} vs model {tuple(m)}" for k, c, m in self.mismatched]
+            parts.append(f"{len(shapes)} key(s) with the wrong shape: {some(shapes)}")
+        return f"{what}: " + "; ".join(parts)
+
 
 class CheckpointMismatchError(ValueError):
+    """A checkpoint that does not fit its module; the message is one line, ``report`` has every key."""
+
     def __init__(self, what: str, report: KeyReport) -> None:
-        super().__init__(report.describe(what))
+        super().__init__(report.summary(what))
         self.report = report
 
 

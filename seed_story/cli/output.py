@@ -13,7 +13,17 @@ from contextlib import contextmanager
 
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from seed_story.storage.base import StorageError
 
@@ -71,13 +81,27 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text} (-v shows the traceback)"
 
 
+class _Rate(ProgressColumn):
+    """Completed units per second, e.g. ``1.83 steps/s``."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:.3g} {self.unit}/s")
+
+
 BAR_COLUMNS = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
 
 
 @contextmanager
-def progress_bar(description: str, *, enabled: bool = True) -> Iterator[Callable[[int, int], None] | None]:
+def progress_bar(
+    description: str, *, enabled: bool = True, rate: str | None = None
+) -> Iterator[Callable[[int, int], None] | None]:
     """A bar on stderr, fed by the ``progress(done, total)`` callback that long library calls accept (``None``
-    when not ``enabled``, e.g. for ``--json`` output).
+    when not ``enabled``, e.g. for ``--json`` output). ``rate`` names the unit to show per second, with an ETA.
 
     Example::
 
@@ -87,6 +111,7 @@ def progress_bar(description: str, *, enabled: bool = True) -> Iterator[Callable
     if not enabled:
         yield None
         return
-    with Progress(*BAR_COLUMNS, console=Console(stderr=True)) as bars:
+    columns = BAR_COLUMNS if rate is None else (*BAR_COLUMNS, _Rate(rate), TextColumn("eta"), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bars:
         task = bars.add_task(description, total=None)
         yield lambda done, total: bars.update(task, completed=done, total=total)

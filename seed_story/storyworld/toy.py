@@ -175,12 +175,23 @@ def story_batch(
 
 
 def toy_stories(
-    parts: Components, rng: random.Random, batch_size: int, length: int, *, supervise_all: bool
+    parts: Components,
+    rng: random.Random,
+    batch_size: int,
+    length: int,
+    *,
+    supervise_all: bool,
+    part: slice | None = None,
 ) -> tuple[MLLMBatch, list[list[Scene]]]:
-    """``batch_size`` toy stories of ``length`` scenes as one batch with their pictures' features, and the stories."""
+    """``batch_size`` toy stories of ``length`` scenes as one batch with their pictures' features, and the stories.
+
+    ``part`` keeps only those of the stories drawn (``rng`` still draws all ``batch_size``): one data-parallel
+    rank's share of the global batch.
+    """
     vision = parts.config.vision
     image_ids = ImageTokenIds.from_tokenizer(parts.tokenizer, parts.config.mllm.num_image_tokens)
-    stories = [sample_story(rng, length) for _ in range(batch_size)]
+    part = part or slice(0, batch_size)
+    stories = [sample_story(rng, length) for _ in range(batch_size)][part]
     feats = torch.stack([scene_features(s, vision.n_queries, vision.output_dim) for story in stories for s in story])
     batch = story_batch(
         parts.tokenizer,

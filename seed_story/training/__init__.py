@@ -4,7 +4,7 @@ Example::
 
     from seed_story.training import TrainConfig, train
 
-    cfg = TrainConfig.for_stage("stage2", output_dir="runs/s2", max_steps=100)
+    cfg = TrainConfig.for_stage("stage2", output_dir="runs/s2", max_steps=100, data={"kind": "toy"})
     result = train(cfg)          # result.checkpoint is a native checkpoint folder
 """
 

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Discriminator, Field, Tag, model_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
+from seed_story.checkpoints.layout import AgentRelease
 from seed_story.config import RecLoss, StrictModel
 
 Stage = Literal["vision", "vae", "stage1", "stage2", "stage3"]
@@ -76,8 +77,11 @@ STAGE_DEFAULTS: dict[str, dict[str, Any]] = {
 class ToyData(StrictModel):
     """Generated toy stories (``seed_story.storyworld.toy``) with synthetic pictures: for tests and smoke runs.
 
-    Stage 1 gets pictures of single scenes, stage 2 interleaved stories, stage 3 both. ``kind`` is the
-    default of the ``data`` union, so a config may leave it out.
+    Stage 1 gets pictures of single scenes, stage 2 interleaved stories, stage 3 both. A config trains on them
+    only where it says ``kind: toy``: a model trained on them learns nothing of real stories.
+
+    With N data-parallel processes every rank draws the same ``batch_size`` x N stories and keeps its own
+    ``batch_size``, so the global batch is the one a single process with ``batch_size`` x N would draw.
     """
 
     kind: Literal["toy"] = "toy"
@@ -112,6 +116,15 @@ class StoryStreamData(StrictModel):
         description="folder of Parquet shards, or a list of folders and shard files read as one (a data mix); "
         "relative paths are read from the working directory"
     )
+
+    @field_validator("shards")
+    @classmethod
+    def _some_shards(cls, value: str | list[str]) -> str | list[str]:
+        paths = [value] if isinstance(value, str) else value
+        if not paths or not all(p.strip() for p in paths):
+            raise ValueError("no StoryStream shards configured: data.shards names no folder or file")
+        return value
+
     batch_size: int = Field(30, gt=0, description="samples per batch on each data-parallel rank")
     num_workers: int = Field(0, ge=0, description="DataLoader workers per rank (resume needs the same number)")
     seed: int | None = Field(None, description="data order and k draws; None = the run's seed")
@@ -144,11 +157,9 @@ class PictureData(StrictModel):
     batch_size: int = Field(64, gt=0)
 
 
-def _data_kind(value: Any) -> str:
-    # A config written before StoryStream existed names no kind: it means the toy source.
-    if isinstance(value, dict):
-        return str(value.get("kind", "toy"))
-    return str(getattr(value, "kind", "toy"))
+def _data_kind(value: Any) -> str | None:
+    # No default kind: toy data is only ever trained on where a config asks for it by name.
+    return value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
 
 
 DataSource = Annotated[
@@ -177,6 +188,9 @@ class TrainConfig(StrictModel):
     output_dir: str
     preset: str = "tiny"
     init: str | None = None
+    init_agent: AgentRelease = Field(
+        "story", description="stage 2 from a released folder: the SEED-Story-George agent, or SEED-X's (the reference)"
+    )
     detokenizer_init: str | None = None
     vae_init: str | None = None
     tokenizer: str | None = Field(None, description="tokenizer folder for a model built from the preset (no init)")
@@ -197,6 +211,9 @@ class TrainConfig(StrictModel):
     log_every: int = Field(10, gt=0, description="log a line every N optimiser steps (CSV/JSONL get every step)")
     save_every: int = Field(gt=0, description="write a resumable checkpoint every N optimiser steps")
     keep_checkpoints: int = Field(2, gt=0, description="resumable checkpoints kept on disk (oldest deleted)")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in backward: the LLM's layers (stage 2), the UNet's blocks (1/3)"
+    )
     full_unet: bool = Field(False, description="stages 1/3: train the whole UNet, not only to_k/to_v")
     snr_gamma: float | None = Field(None, gt=0, description="stages 1/3: Min-SNR-γ loss weighting (None = plain)")
     high_noise_weight: float = Field(
@@ -214,7 +231,21 @@ class TrainConfig(StrictModel):
     )
     kl_weight: float = Field(1e-3, ge=0, description="stage vae: weight of the latents' KL to N(0, 1)")
     resume: bool = Field(False, description="continue from the newest checkpoint in output_dir")
-    data: DataSource = Field(default_factory=ToyData)
+    data: DataSource = Field(description="what to train on: storystream shards, pictures, or (tests) toy stories")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_named(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            stage, data = values.get("stage", "this run"), values.get("data")
+            if not data:
+                raise ValueError(
+                    f"no training data configured for {stage}: add a data section "
+                    "(kind: storystream with shards; kind: toy only for tests and smoke runs)"
+                )
+            if isinstance(data, dict) and "kind" not in data:
+                raise ValueError(f"data.kind missing for {stage}: storystream, pictures or toy")
+        return values
 
     @model_validator(mode="after")
     def _data_fits_stage(self) -> TrainConfig:
@@ -222,6 +253,15 @@ class TrainConfig(StrictModel):
         if pretraining != isinstance(self.data, PictureData):
             need = "pictures (data.kind: pictures)" if pretraining else "toy or storystream data"
             raise ValueError(f"stage {self.stage} trains on {need}, not {self.data.kind}")
+        return self
+
+    @model_validator(mode="after")
+    def _seedx_starts_stage2(self) -> TrainConfig:
+        # Whether init is a released folder (not a checkpoint of ours) is checked when it is read.
+        if self.init_agent == "seedx" and self.stage != "stage2":
+            raise ValueError(f"init_agent: seedx is stage 2's starting point, not {self.stage}'s")
+        if self.init_agent == "seedx" and self.init is None:
+            raise ValueError("init_agent: seedx needs init: a released pretrained/ folder with seedx/checkpoint-30000")
         return self
 
     @classmethod
@@ -247,7 +287,7 @@ def data_values(path: str | Path, given: dict[str, Any] | None) -> dict[str, Any
     file = read_config_file(path).get("data") or {}
     if given is None:
         return dict(file)
-    same_kind = given.get("kind", file.get("kind", "toy")) == file.get("kind", "toy")
+    same_kind = given.get("kind", file.get("kind")) == file.get("kind")
     return {**file, **given} if same_kind else dict(given)
 
 

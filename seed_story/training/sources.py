@@ -29,11 +29,16 @@ from seed_story.training.config import StoryStreamData, ToyData
 
 @dataclass
 class PictureBatch:
-    """Stage-1 input: target pictures in [-1, 1] at the de-tokenizer's size, the same at the ViT's size."""
+    """Stage-1 input: target pictures in [-1, 1] at the de-tokenizer's size, the same at the ViT's size.
+
+    ``noise_seeds`` (one per picture) seed its latent sample, noise and timestep, so a picture's training
+    randomness depends on which picture of the run it is, not on how many processes share the batch.
+    """
 
     images: torch.Tensor
     vit_images: torch.Tensor
     time_ids: torch.Tensor
+    noise_seeds: torch.Tensor | None = None
 
 
 @dataclass
@@ -43,6 +48,7 @@ class StoryPictureBatch:
     sequence: MLLMBatch
     images: torch.Tensor
     time_ids: torch.Tensor
+    noise_seeds: torch.Tensor | None = None
 
 
 def sd_time_ids(size: int, count: int) -> torch.Tensor:
@@ -56,33 +62,54 @@ def _pictures(parts: Components, scenes: list[Scene]) -> tuple[torch.Tensor, tor
     return images, F.interpolate(images, size=(vit_size, vit_size), mode="bilinear", align_corners=False)
 
 
-def _stories(parts: Components, rng: random.Random, data: ToyData) -> tuple[MLLMBatch, list[Scene]]:
+def _stories(
+    parts: Components, rng: random.Random, data: ToyData, world_size: int, part: slice
+) -> tuple[MLLMBatch, list[Scene]]:
+    """This rank's ``part`` of a global batch of ``data.batch_size * world_size`` toy stories, and their targets."""
     length = rng.randint(data.min_scenes, data.max_scenes)  # one length per batch: nothing is padded
-    batch, stories = toy_stories(parts, rng, data.batch_size, length, supervise_all=data.supervise_all)
+    batch, stories = toy_stories(parts, rng, data.batch_size * world_size, length,
+                                 supervise_all=data.supervise_all, part=part)  # fmt: skip
     return batch, [st[-1] for st in stories]
 
 
-def toy_batches(stage: str, data: ToyData, parts: Components, seed: int) -> Iterator[object]:
+def _noise_seeds(seed: int, first: int, count: int) -> torch.Tensor:
+    """Seeds of the run's pictures ``first .. first + count - 1`` (a global index, the same in any process count)."""
+    return torch.arange(first, first + count, dtype=torch.int64) + (seed << 32)
+
+
+def toy_batches(
+    stage: str, data: ToyData, parts: Components, seed: int, *, rank: int = 0, world_size: int = 1
+) -> Iterator[object]:
     """Endless toy batches for ``stage``, the same sequence for the same seed.
+
+    Every rank draws the global batch of ``data.batch_size * world_size`` samples and keeps its own
+    ``data.batch_size``: the processes of a data-parallel run together see what one process would with the
+    global batch, and no sample twice.
 
     Example::
 
         batches = toy_batches("stage2", ToyData(batch_size=4), build_random(cfg), seed=0)
         next(batches).input_ids.shape
     """
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
     rng = random.Random(seed)
-    size = parts.config.detokenizer.image_size
-    for _ in itertools.count():
+    size, per_rank = parts.config.detokenizer.image_size, data.batch_size
+    part = slice(rank * per_rank, (rank + 1) * per_rank)
+    for number in itertools.count():
+        seeds = _noise_seeds(seed, number * per_rank * world_size + rank * per_rank, per_rank)
         if stage == "stage1":
-            scenes = [sample_story(rng, 1)[0] for _ in range(data.batch_size)]
+            scenes = [sample_story(rng, 1)[0] for _ in range(per_rank * world_size)][part]
             images, vit_images = _pictures(parts, scenes)
-            yield PictureBatch(images=images, vit_images=vit_images, time_ids=sd_time_ids(size, len(scenes)))
+            yield PictureBatch(images=images, vit_images=vit_images, time_ids=sd_time_ids(size, len(scenes)),
+                               noise_seeds=seeds)  # fmt: skip
         elif stage == "stage2":
-            yield _stories(parts, rng, data)[0]
+            yield _stories(parts, rng, data, world_size, part)[0]
         else:
-            sequence, targets = _stories(parts, rng, data)
+            sequence, targets = _stories(parts, rng, data, world_size, part)
             images, _ = _pictures(parts, targets)
-            yield StoryPictureBatch(sequence=sequence, images=images, time_ids=sd_time_ids(size, len(targets)))
+            yield StoryPictureBatch(sequence=sequence, images=images, time_ids=sd_time_ids(size, len(targets)),
+                                    noise_seeds=seeds)  # fmt: skip
 
 
 def storystream_settings(stage: str, data: StoryStreamData, parts: Components) -> SequenceSettings:

@@ -19,7 +19,7 @@ from seed_story.components import Components
 from seed_story.config import RecLoss
 from seed_story.data.mllm_batch import MLLMBatch
 from seed_story.data.sequence import TrainBatch
-from seed_story.models.detokenizer import Detokenizer
+from seed_story.models.detokenizer import Detokenizer, sample_timesteps
 from seed_story.models.mllm import SeedStoryMLLM
 from seed_story.models.schedulers import build_noise_scheduler
 
@@ -64,6 +64,16 @@ def set_mllm_trainable(mllm: SeedStoryMLLM, *, full_llm: bool = False) -> list[s
     return names
 
 
+def enable_llm_checkpointing(mllm: SeedStoryMLLM) -> None:
+    """Recompute each decoder layer's activations in backward (the reference trains stage 2 this way).
+
+    Non-reentrant checkpointing needs no input that requires grad, so frozen embeddings (LoRA-only runs) work.
+    """
+    llm = mllm.causal_lm
+    llm.config.use_cache = False  # a KV cache is of no use to a teacher-forced forward
+    llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+
+
 def _batch_kwargs(batch: Any) -> dict[str, torch.Tensor]:
     """What SeedStoryMLLM.forward reads; batches may carry more (pixels, texts, provenance)."""
     return {k: v for k, v in MLLMBatch.from_fields(batch).as_kwargs().items() if v is not None}
@@ -86,6 +96,7 @@ class Stage2Task:
         full_llm: bool = False,
         rec_loss_scale: float | None = None,
         rec_loss: RecLoss | None = None,
+        gradient_checkpointing: bool = False,
     ) -> None:
         self.parts = parts
         self.module = parts.mllm
@@ -96,6 +107,8 @@ class Stage2Task:
             parts.config = parts.config.model_copy(update={"mllm": parts.mllm.cfg})
         set_mllm_trainable(parts.mllm, full_llm=full_llm)
         parts.visual_tokenizer.eval().requires_grad_(False)
+        if gradient_checkpointing:
+            enable_llm_checkpointing(parts.mllm)
 
     def to(self, device: torch.device, frozen_dtype: torch.dtype) -> None:
         self.module.to(device)
@@ -126,17 +139,41 @@ class DenoisingModel(nn.Module):
         self.snr_gamma = snr_gamma
         self.high_noise_weight = high_noise_weight
 
-    def forward(self, latents: torch.Tensor, features: torch.Tensor, time_ids: torch.Tensor) -> torch.Tensor:
-        return self.detokenizer.denoising_loss(latents, features, time_ids, self.noise_scheduler,
-                                               snr_gamma=self.snr_gamma,
+    def forward(
+        self,
+        latents: torch.Tensor,
+        features: torch.Tensor,
+        time_ids: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        timesteps: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.detokenizer.denoising_loss(latents, features, time_ids, self.noise_scheduler, noise=noise,
+                                               timesteps=timesteps, snr_gamma=self.snr_gamma,
                                                high_noise_weight=self.high_noise_weight)  # fmt: skip
 
 
+def _generators(seeds: torch.Tensor) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+
+
+def _per_sample_randn(generators: list[torch.Generator], shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+    """One standard-normal draw of ``shape`` per generator (on the CPU, so any device gives the same numbers)."""
+    draws = [torch.randn(shape, generator=g) for g in generators]
+    return torch.stack(draws).to(device=like.device, dtype=like.dtype)
+
+
 @torch.no_grad()
-def encode_latents(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
-    """Scaled VAE latents of pictures in [-1, 1], sampled from the posterior as the reference does."""
+def encode_latents(
+    vae: AutoencoderKL, images: torch.Tensor, generators: list[torch.Generator] | None = None
+) -> torch.Tensor:
+    """Scaled VAE latents of pictures in [-1, 1], sampled from the posterior as the reference does (with one
+    generator per picture when given, else the global RNG)."""
     ref = next(vae.parameters())
-    latents = vae.encode(images.to(device=ref.device, dtype=ref.dtype)).latent_dist.sample()
+    posterior = vae.encode(images.to(device=ref.device, dtype=ref.dtype)).latent_dist
+    if generators is None:
+        latents = posterior.sample()
+    else:
+        latents = posterior.mean + posterior.std * _per_sample_randn(generators, posterior.mean.shape[1:], ref)
     return (latents * vae.config.scaling_factor).float()
 
 
@@ -168,12 +205,15 @@ class Stage1Task:
         full_unet: bool = False,
         snr_gamma: float | None = None,
         high_noise_weight: float = 1.0,
+        gradient_checkpointing: bool = False,
     ) -> None:
         self.parts = parts
         self._prepare()
         parts.detokenizer.set_trainable()
         if full_unet:
             parts.detokenizer.unet.requires_grad_(True)
+        if gradient_checkpointing:  # the UNet's blocks recompute in backward (the reference's stage 3 does)
+            parts.detokenizer.unet.enable_gradient_checkpointing()
         scheduler = build_noise_scheduler(parts.config.detokenizer.scheduler)
         self.module = DenoisingModel(parts.detokenizer, scheduler, snr_gamma, high_noise_weight)
         for frozen in self._frozen():
@@ -198,7 +238,18 @@ class Stage1Task:
     def loss(self, model: nn.Module, batch: Any) -> dict[str, torch.Tensor]:
         features = self.condition(batch)
         sd_images, time_ids = _sd_pictures(batch)
-        return {"loss": model(encode_latents(self.parts.vae, sd_images), features, time_ids)}
+        seeds = getattr(batch, "noise_seeds", None)
+        if seeds is None:  # the global RNG, as the reference
+            return {"loss": model(encode_latents(self.parts.vae, sd_images), features, time_ids)}
+        # Each picture's latent sample, noise and timestep from its own seed: the same in any process count.
+        generators = _generators(seeds)
+        latents = encode_latents(self.parts.vae, sd_images, generators)
+        noise = _per_sample_randn(generators, latents.shape[1:], latents)
+        scheduler = self.module.noise_scheduler
+        steps = [sample_timesteps(scheduler.config.num_train_timesteps, 1, self.module.high_noise_weight, generator=g)
+                 for g in generators]  # fmt: skip
+        timesteps = torch.cat(steps).to(latents.device)
+        return {"loss": model(latents, features, time_ids, noise, timesteps)}
 
 
 class Stage3Task(Stage1Task):
