@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -68,74 +69,34 @@ def _log_lines(name: str) -> None:
     logger.propagate = False
 
 
-@app.command("vision")
-def vision(
-    config: Path = CONFIG,
-    resume: bool = RESUME,
-    processes: int | None = PROCESSES,
-    sharding: str = SHARDING,
-    machines: int = MACHINES,
-    machine_rank: int = MACHINE_RANK,
-    main_address: str | None = MAIN_ADDRESS,
-) -> None:
-    """Pre-train the ViT as an autoencoder's encoder on pictures (models trained from scratch only)."""
-    _run("vision", config, resume, processes, sharding, machines, machine_rank, main_address)
+# Each stage's command: the same options, the stage's own help.
+STAGE_HELP = {
+    "vision": "Pre-train the ViT as an autoencoder's encoder on pictures (models trained from scratch only).",
+    "vae": "Pre-train the VAE on pictures (models trained from scratch only).",
+    "stage1": "De-tokenizer pre-training: reconstruct pictures from the frozen ViT's features.",
+    "stage2": "MLLM instruction tuning: LoRA, norms, embeddings and resamplers on interleaved stories.",
+    "stage3": "De-tokenizer adaptation to the frozen stage-2 MLLM's regressed features (init = stage 2's output).",
+}
 
 
-@app.command("vae")
-def vae(
-    config: Path = CONFIG,
-    resume: bool = RESUME,
-    processes: int | None = PROCESSES,
-    sharding: str = SHARDING,
-    machines: int = MACHINES,
-    machine_rank: int = MACHINE_RANK,
-    main_address: str | None = MAIN_ADDRESS,
-) -> None:
-    """Pre-train the VAE on pictures (models trained from scratch only)."""
-    _run("vae", config, resume, processes, sharding, machines, machine_rank, main_address)
+def _stage_command(stage: str) -> Callable[..., None]:
+    def command(
+        config: Path = CONFIG,
+        resume: bool = RESUME,
+        processes: int | None = PROCESSES,
+        sharding: str = SHARDING,
+        machines: int = MACHINES,
+        machine_rank: int = MACHINE_RANK,
+        main_address: str | None = MAIN_ADDRESS,
+    ) -> None:
+        _run(stage, config, resume, processes, sharding, machines, machine_rank, main_address)
+
+    command.__doc__ = STAGE_HELP[stage]
+    return command
 
 
-@app.command("stage1")
-def stage1(
-    config: Path = CONFIG,
-    resume: bool = RESUME,
-    processes: int | None = PROCESSES,
-    sharding: str = SHARDING,
-    machines: int = MACHINES,
-    machine_rank: int = MACHINE_RANK,
-    main_address: str | None = MAIN_ADDRESS,
-) -> None:
-    """De-tokenizer pre-training: reconstruct pictures from the frozen ViT's features."""
-    _run("stage1", config, resume, processes, sharding, machines, machine_rank, main_address)
-
-
-@app.command("stage2")
-def stage2(
-    config: Path = CONFIG,
-    resume: bool = RESUME,
-    processes: int | None = PROCESSES,
-    sharding: str = SHARDING,
-    machines: int = MACHINES,
-    machine_rank: int = MACHINE_RANK,
-    main_address: str | None = MAIN_ADDRESS,
-) -> None:
-    """MLLM instruction tuning: LoRA, norms, embeddings and resamplers on interleaved stories."""
-    _run("stage2", config, resume, processes, sharding, machines, machine_rank, main_address)
-
-
-@app.command("stage3")
-def stage3(
-    config: Path = CONFIG,
-    resume: bool = RESUME,
-    processes: int | None = PROCESSES,
-    sharding: str = SHARDING,
-    machines: int = MACHINES,
-    machine_rank: int = MACHINE_RANK,
-    main_address: str | None = MAIN_ADDRESS,
-) -> None:
-    """De-tokenizer adaptation to the frozen stage-2 MLLM's regressed features (init = stage 2's output)."""
-    _run("stage3", config, resume, processes, sharding, machines, machine_rank, main_address)
+for _stage in STAGE_HELP:
+    app.command(_stage)(_stage_command(_stage))
 
 
 @app.command("plan")
