@@ -48,16 +48,16 @@ def _run(stage: str, config: Path, resume: bool, processes: int | None, sharding
     if not is_launched() and (launch.is_distributed() or sharding == "zero2"):
         typer.echo(f"{stage}: launching {launch.local_processes()} processes x {machines} machine(s), "
                    f"sharding {sharding}", err=True)  # fmt: skip
-        run_launched(cfg, launch, on_line=lambda line: typer.echo(line, err=True))
-        typer.echo(f"{stage}: done; checkpoint {Path(cfg.output_dir) / 'final'}")
-        return
-    main = process_state().is_main_process
-    if is_launched() and main:  # plain lines for the launcher's reader (a flow run's log): one per log_every steps
-        _log_lines("seed_story.training")
-    with progress_bar(stage, enabled=main and not is_launched(), rate="steps") as progress:
-        result = train(cfg, progress=progress, sharding="fsdp" if sharding == "fsdp" else "none")
-    if main:
-        typer.echo(f"{stage}: {result.steps} steps; checkpoint {result.checkpoint}; metrics {result.metrics_csv}")
+        result = run_launched(cfg, launch, on_line=lambda line: typer.echo(line, err=True))
+    else:
+        main = process_state().is_main_process
+        if is_launched() and main:  # plain lines for the launcher's reader (a flow's log) every log_every steps
+            _log_lines("seed_story.training")
+        with progress_bar(stage, enabled=main and not is_launched(), rate="steps") as progress:
+            result = train(cfg, progress=progress, sharding="fsdp" if sharding == "fsdp" else "none")
+        if not main or is_launched():
+            return  # the launcher reports the run
+    typer.echo(f"{stage}: {result.steps} steps; checkpoint {result.checkpoint}; metrics {result.metrics_csv}")
 
 
 def _log_lines(name: str) -> None:

@@ -37,7 +37,6 @@ Example::
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
@@ -228,14 +227,10 @@ def meta_task(cfg: TrainConfig, model: ModelConfig) -> tuple[StageTask, set[str]
     for name in NETWORKS:  # an instance attribute shadows the method: record which networks task.to moves
         net = getattr(parts, name)
         net.to = recording(name, net)  # type: ignore[method-assign]
-    diffusers_log = logging.getLogger("diffusers")
-    level = diffusers_log.level
-    diffusers_log.setLevel(logging.ERROR)  # diffusers warns on any dtype cast of the VAE, even this one
     try:
         task.to(torch.device("meta"), FROZEN_DTYPES[cfg.mixed_precision])
         cast_frozen(task.module, FROZEN_DTYPES[cfg.mixed_precision])  # as the unsharded trainer does
     finally:
-        diffusers_log.setLevel(level)
         for name in NETWORKS:
             del getattr(parts, name).to  # the class's method again
     return task, moved | {name for name in NETWORKS if _trained(task, name)}

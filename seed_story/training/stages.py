@@ -7,6 +7,9 @@ takes the *prepared* module, so data-parallel wrappers see the forward.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 import torch
@@ -62,6 +65,19 @@ def set_mllm_trainable(mllm: SeedStoryMLLM, *, full_llm: bool = False) -> list[s
             p.requires_grad_(True)
             names.append(name)
     return names
+
+
+@contextmanager
+def _quiet_dtype_casts() -> Iterator[None]:
+    """diffusers warns on every dtype cast of the VAE ("modules ... should be kept in float32: []"), even one
+    that keeps nothing in float32: a frozen VAE in the mixed-precision dtype is what training means to do."""
+    log = logging.getLogger("diffusers")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def enable_llm_checkpointing(mllm: SeedStoryMLLM) -> None:
@@ -227,8 +243,9 @@ class Stage1Task:
 
     def to(self, device: torch.device, frozen_dtype: torch.dtype) -> None:
         self.module.to(device)
-        for frozen in self._frozen():
-            frozen.to(device=device, dtype=frozen_dtype)
+        with _quiet_dtype_casts():
+            for frozen in self._frozen():
+                frozen.to(device=device, dtype=frozen_dtype)
 
     def condition(self, batch: Any) -> torch.Tensor:
         vit_images = batch.target_images if isinstance(batch, TrainBatch) else batch.vit_images
