@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
     {"seed_story.checkpoints", "seed_story.describe"},
     {"seed_story.components"},
     {"seed_story.generation"},  # the engine: writing and drawing
-    {"seed_story.runstore", "seed_story.data"},  # what a run stores; training data
+    {"seed_story.runstore", "seed_story.data", "seed_story.registry"},  # what a run stores; training data; models
     {"seed_story.storyworld", "seed_story.render"},  # the synthetic worlds and their judge; storybooks
     {"seed_story.batch", "seed_story.training"},  # library stages
     {"seed_story.examples"},

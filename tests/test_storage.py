@@ -29,6 +29,7 @@ from pydantic import BaseModel
 from seed_story.storage import (
     ChecksumMismatch,
     LocalObjectStore,
+    ObjectExists,
     ObjectNotFound,
     ObjectStore,
     S3ObjectStore,
@@ -87,6 +88,37 @@ class Tiny(BaseModel):
 def test_models_roundtrip_as_json(store):
     put_model(store, "runs/r1/meta.json", Tiny(title="George 🐱", pages=[1, 2]))
     assert get_model(store, "runs/r1/meta.json", Tiny) == Tiny(title="George 🐱", pages=[1, 2])
+
+
+def test_put_new_creates_only_once(store):
+    info = store.put_new("models/m/aliases/production/00000001.json", b'{"to": "a"}')
+    assert info == store.head("models/m/aliases/production/00000001.json")
+    with pytest.raises(ObjectExists, match=r"00000001\.json' already exists") as err:
+        store.put_new("models/m/aliases/production/00000001.json", b'{"to": "b"}')
+    assert isinstance(err.value, StorageError) and "\n" not in str(err.value)
+    assert store.get_bytes("models/m/aliases/production/00000001.json") == b'{"to": "a"}'
+    # The same bytes again: what a retry whose first try landed finds, so it is not an error.
+    assert store.put_new("models/m/aliases/production/00000001.json", b'{"to": "a"}') == info
+    assert store.list() == ["models/m/aliases/production/00000001.json"]  # no temp file left behind
+
+
+def test_racing_put_new_has_exactly_one_winner(store):
+    def create(key: str, data: bytes, start: threading.Barrier, won: list[bytes]) -> None:
+        start.wait()  # both threads send their create at once
+        try:
+            store.put_new(key, data)
+            won.append(data)
+        except ObjectExists:
+            pass
+
+    for round_ in range(5):
+        key, start, won = f"race/{round_}.json", threading.Barrier(2), []
+        threads = [threading.Thread(target=create, args=(key, data, start, won)) for data in (b"one", b"two")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(won) == 1 and store.get_bytes(key) == won[0]
 
 
 def test_put_file_get_file_roundtrip(store, tmp_path):

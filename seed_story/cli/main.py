@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import typer
 
-from seed_story.cli import checkpoints, data, eval, generate, presets, pretrained, render, train
+from seed_story.cli import checkpoints, data, eval, generate, presets, pretrained, registry, render, train
 from seed_story.cli.output import configure_output, one_line
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.add_typer(pretrained.app, name="pretrained")
 app.add_typer(render.app, name="render")
 app.add_typer(train.app, name="train")
 app.add_typer(data.app, name="data")
+app.add_typer(registry.app, name="models")
 app.command("generate")(generate.generate)
 app.command("demo")(generate.demo)
 app.command("eval")(eval.eval_run)

@@ -25,13 +25,16 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from seed_story.registry import RegistryError
 from seed_story.storage.base import StorageError
 
 # Loggers that speak at INFO about their own internals; one line per font table or layout step otherwise.
 CHATTY = ("httpx", "fontTools", "weasyprint.progress", "prefect", "docket", "uvicorn", "alembic")
 
 # Errors whose message is the whole story for the user: no traceback, even without -v.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, LookupError, ValidationError, StorageError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError, OSError, LookupError, ValidationError, StorageError, RegistryError,
+)  # fmt: skip
 
 
 class OncePerMessage(logging.Filter):

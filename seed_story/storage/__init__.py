@@ -10,6 +10,7 @@ Example::
 
 from seed_story.storage.base import (
     ChecksumMismatch,
+    ObjectExists,
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
@@ -22,12 +23,13 @@ from seed_story.storage.base import (
 )
 from seed_story.storage.local import LocalObjectStore, atomic_file
 from seed_story.storage.s3 import S3ObjectStore, S3Settings
-from seed_story.storage.sync import download, publish, staged_folder, upload
+from seed_story.storage.sync import download, exclusive_lock, publish, staged_folder, upload
 from seed_story.storage.uri import open_store
 
 __all__ = [
     "ChecksumMismatch",
     "LocalObjectStore",
+    "ObjectExists",
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectStore",
@@ -37,6 +39,7 @@ __all__ = [
     "atomic_file",
     "check_key",
     "download",
+    "exclusive_lock",
     "get_model",
     "join_key",
     "key_uri",

@@ -40,6 +40,10 @@ class ObjectNotFound(StorageError, FileNotFoundError):
     """No object at the key."""
 
 
+class ObjectExists(StorageError):
+    """``put_new`` found an object at the key already: someone else created it first."""
+
+
 class ChecksumMismatch(StorageError):
     """The bytes read do not hash to the sha256 recorded when the object was written."""
 
@@ -115,6 +119,12 @@ class ObjectStore(Protocol):
     def put_bytes(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo: ...
 
     def get_bytes(self, key: str) -> bytes: ...
+
+    def put_new(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
+        """Create ``key`` only if no object has it, atomically: of writers racing to put different bytes at one
+        key, exactly one wins and the others get ``ObjectExists``. Finding exactly ``data`` there already counts as
+        success, so a retried create whose first try landed (its response lost) does not fail."""
+        ...
 
     def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> ObjectInfo: ...
 

@@ -14,6 +14,7 @@ from typing import BinaryIO
 from seed_story.storage.base import (
     CHUNK_BYTES,
     RESERVED_PREFIX,
+    ObjectExists,
     ObjectInfo,
     ObjectNotFound,
     StorageError,
@@ -38,6 +39,13 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _temp_beside(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not mkstemp: its 0600 mode would hide books from the other users of a shared folder. The name is cut so a
+    # long key cannot push the temp name past the file system's 255-byte limit.
+    return path.with_name(f"{RESERVED_PREFIX}{uuid.uuid4().hex}-{path.name[:64]}")
+
+
 @contextmanager
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """Write ``path`` all at once: yields a temp file beside it, then fsyncs and renames it over ``path``.
@@ -51,10 +59,7 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
             document.write_pdf(f)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its 0600 mode would hide books from the other users of a shared folder. The name is cut so a
-    # long key cannot push the temp name past the file system's 255-byte limit.
-    tmp = path.with_name(f"{RESERVED_PREFIX}{uuid.uuid4().hex}-{path.name[:64]}")
+    tmp = _temp_beside(path)
     try:
         with open(tmp, "xb") as f:
             yield f
@@ -113,6 +118,29 @@ class LocalObjectStore:
         except OSError as err:
             raise StorageError(f"cannot write {key!r} under {self.root}: {err}") from err
         return ObjectInfo(key=key, size=len(data), sha256=sha256_hex(data))
+
+    def put_new(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
+        path, info = self._path(key), ObjectInfo(key=key, size=len(data), sha256=sha256_hex(data))
+        try:
+            tmp = _temp_beside(path)
+            try:
+                with open(tmp, "xb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                # Unlike a rename, a hard link refuses an existing name: the create-only step is one system call,
+                # and the object appears whole.
+                os.link(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        except FileExistsError as err:
+            if self.head(key) != info:
+                raise ObjectExists(f"object {key!r} already exists in {self.uri}") from err
+            return info
+        except OSError as err:
+            raise StorageError(f"cannot create {key!r} under {self.root}: {err}") from err
+        _fsync_dir(path.parent)
+        return info
 
     def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> ObjectInfo:
         target = self._path(key)

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from seed_story.storage.base import (
     CHUNK_BYTES,
     ChecksumMismatch,
+    ObjectExists,
     ObjectInfo,
     ObjectNotFound,
     StorageError,
@@ -46,6 +47,8 @@ MAX_PARTS = 10_000  # S3's limit per multipart upload
 SHA256_META = "sha256"  # user metadata key: sent as x-amz-meta-sha256
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
+# A conditional create lost: the key exists (412), or another conditional write to it is in flight (409).
+_EXISTS = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 # 4xx codes that are still worth another try: the server asked us to slow down or timed out on its side.
 _TRANSIENT_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "RequestTimeout"}
 
@@ -203,6 +206,22 @@ class S3ObjectStore:
             Metadata={SHA256_META: digest}, **_content_type(key, content_type),
         )  # fmt: skip
         return ObjectInfo(key=key, size=len(data), sha256=digest)
+
+    def put_new(self, key: str, data: bytes, *, content_type: str | None = None) -> ObjectInfo:
+        full, digest = self._full(key), sha256_hex(data)
+        info = ObjectInfo(key=key, size=len(data), sha256=digest)
+        try:
+            self._call(
+                "create", full, self.client.put_object, Bucket=self.bucket, Key=full, Body=data, IfNoneMatch="*",
+                Metadata={SHA256_META: digest}, **_content_type(key, content_type),
+            )  # fmt: skip
+        except StorageError as err:
+            if _code(err.__cause__) not in _EXISTS:
+                raise
+            # A retry (ours or botocore's) of a request that landed but lost its response finds its own object.
+            if self.head(key) != info:
+                raise ObjectExists(f"object {key!r} already exists in {self.uri}") from err
+        return info
 
     def put_file(self, key: str, path: Path, *, content_type: str | None = None) -> ObjectInfo:
         full, path = self._full(key), Path(path)

@@ -39,8 +39,15 @@ def _stage_root() -> Path:
 
 
 @contextmanager
-def _exclusive(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created, and removed when done, so lock files do not pile up)."""
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` against other processes of this machine (the file is created, and
+    removed when done, so lock files do not pile up; the OS releases it if the holder dies).
+
+    Example::
+
+        with exclusive_lock(cache / "v1.lock"):
+            fill(cache / "v1")
+    """
     if fcntl is None:
         yield
         return
@@ -67,7 +74,7 @@ def _stable_folder(uri: str, prefix: str) -> Iterator[Path]:
     # images after the md5 of their URL) then give the same bytes on every render. The lock keeps it private.
     root = _stage_root()
     base = root / hashlib.sha256(f"{uri}\n{prefix}".encode()).hexdigest()[:24]
-    with _exclusive(base.with_suffix(".lock")):
+    with exclusive_lock(base.with_suffix(".lock")):
         shutil.rmtree(base, ignore_errors=True)  # leftovers of a killed render
         folder = base / (prefix.rstrip("/").rpartition("/")[2] or "root")
         folder.mkdir(parents=True)

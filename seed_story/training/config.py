@@ -144,6 +144,20 @@ class StoryStreamData(StrictModel):
     )
 
 
+class GateConfig(StrictModel):
+    """Where the held-out set is and what a candidate must do on it (``seed_story.training.gate``).
+
+    Example (YAML, in a training config)::
+
+        gate: {data: {kind: storystream, shards: shards/heldout, batch_size: 8}, batches: 8, margin: 0.01}
+    """
+
+    data: StoryStreamData = Field(description="held-out shards, read once in order with data.seed (default 0)")
+    batches: int = Field(8, gt=0, description="batches scored per model (fewer if the held-out set ends first)")
+    margin: float = Field(0.0, ge=0, description="allowed relative loss increase over production")
+    metrics: list[str] = Field(default_factory=lambda: ["heldout_loss"], min_length=1)
+
+
 class PictureData(StrictModel):
     """Pictures matched by a glob (e.g. a StoryWorld ``images/**/*.png``), in a seeded endless shuffle.
 
@@ -232,6 +246,9 @@ class TrainConfig(StrictModel):
     kl_weight: float = Field(1e-3, ge=0, description="stage vae: weight of the latents' KL to N(0, 1)")
     resume: bool = Field(False, description="continue from the newest checkpoint in output_dir")
     data: DataSource = Field(description="what to train on: storystream shards, pictures, or (tests) toy stories")
+    gate: GateConfig | None = Field(
+        None, description="stage 2: the held-out set and rule a finished run must pass to be promoted"
+    )
 
     @model_validator(mode="before")
     @classmethod
