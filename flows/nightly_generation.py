@@ -1,6 +1,7 @@
 """``nightly_generation``: a manifest of story prompts in, stored story sequences and storybooks out.
 
-read + validate manifest -> plan (skip finished stories) -> tokenizer (openings, mapped over micro-batches)
+read + validate manifest -> pin the model (a models:// alias is resolved once per run) -> plan (skip finished
+stories) -> tokenizer (openings, mapped over micro-batches)
 -> MLLM (stories in micro-batches, every step persisted) -> de-tokenizer (all stored feature sets, batched
 across stories) -> finish (sequence.parquet + story.json) -> render books -> export -> summary + artifact.
 
@@ -33,6 +34,7 @@ from tasks.generation import (
     finish_task,
     list_draws_task,
     mllm_task,
+    pin_model_task,
     plan_task,
     read_manifest_task,
     render_task,
@@ -81,7 +83,9 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
 
     with _timed(seconds, "plan"):
         manifest, data = read_manifest_task(settings)
-        plan = plan_task(settings, manifest, data)
+        spec, version = pin_model_task(settings)
+        settings = settings.model_copy(update={"model": spec})  # every task runs the pinned, local copy
+        plan = plan_task(settings, manifest, data, version)
     failures: list[StoryFailure] = list(plan.failed)
 
     def live() -> list[StoryPlan]:

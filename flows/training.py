@@ -2,7 +2,7 @@
 
 load config -> done already? (summary.json says max_steps were reached: return it) -> fetch init/shards ->
 pull the newest checkpoint -> train (exact resume; checkpoints pushed as they appear) -> push metrics, plot and
-final weights -> summary.json + artifact.
+final weights -> with ``publish``: gate against the alias, register, maybe promote -> summary.json + artifact.
 
 Run it again with the same ``run_name`` after a crash, a cancellation or on another machine and it continues
 from the newest checkpoint in the store (or a newer one left in the local work folder), bit for bit as if it
@@ -31,6 +31,7 @@ from tasks.training import (
     fetch_inputs_task,
     finished_run_task,
     load_config_task,
+    publish_task,
     pull_checkpoint_task,
     push_outputs_task,
     train_task,
@@ -54,6 +55,7 @@ def _train(stage: str, settings: TrainFlowSettings) -> TrainSummary:
     resumed_from = pull_checkpoint_task(settings, prefix, cfg.output_dir)
     result = train_task(settings, cfg, prefix)
     final = push_outputs_task(settings, cfg, prefix)
+    published = publish_task(settings, cfg, result) if settings.publish is not None else None
 
     store_uri = settings.open_store().uri.rstrip("/")
     summary = TrainSummary(
@@ -70,6 +72,9 @@ def _train(stage: str, settings: TrainFlowSettings) -> TrainSummary:
         metrics=f"{store_uri}/{prefix}/metrics.csv",
         seconds=round(time.perf_counter() - started, 3),
         finished_at=datetime.now(UTC),
+        model_version=f"{published.name}@{published.version_id}" if published else None,
+        promoted=published.promoted if published else None,
+        gate=published.decision.reasons if published and published.decision else None,
     )
     write_summary_task(settings, summary)
     create_markdown_artifact(summary_markdown(summary), key=artifact_key("train", stage, run_name),

@@ -5,13 +5,16 @@ They pass records and store keys, never tensors.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import get_run_logger, task
 
 from seed_story.batch.drawing import DrawItem, draw_items, pending_draws
 from seed_story.batch.finishing import export_storystream, finish_stories
 from seed_story.batch.manifest import Manifest
+from seed_story.batch.model_pin import pinned_model
 from seed_story.batch.openings import encode_openings
-from seed_story.batch.pipelines import load_pipeline, model_version
+from seed_story.batch.pipelines import ModelSpec, load_pipeline
 from seed_story.batch.planning import RunPlan, plan_run
 from seed_story.batch.sources import load_manifest
 from seed_story.batch.writing import WriteReport, write_stories
@@ -30,9 +33,17 @@ def read_manifest_task(settings: NightlySettings) -> tuple[Manifest, bytes]:
     return manifest, data
 
 
+@task(name="pin-model", **IO_TASK)
+def pin_model_task(settings: NightlySettings) -> tuple[ModelSpec, str]:
+    """The model the run uses: a folder as given, or the registry version pinned to the run, fetched locally."""
+    spec, version = pinned_model(settings.open_store(), settings.resolved_run_id(), settings.model,
+                                 settings.open_registry_store(), Path(settings.model_cache))  # fmt: skip
+    get_run_logger().info("model %s", version)
+    return spec, version
+
+
 @task(name="plan-run", **IO_TASK)
-def plan_task(settings: NightlySettings, manifest: Manifest, data: bytes) -> RunPlan:
-    version = model_version(settings.model.path)
+def plan_task(settings: NightlySettings, manifest: Manifest, data: bytes, version: str) -> RunPlan:
     return plan_run(settings.open_store(), manifest, data, settings.resolved_run_id(), settings.model, version)
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from seed_story.batch.pipelines import ModelSpec
 from seed_story.render.pdf import PrintSettings
+from seed_story.storage import ObjectStore, open_store
 from tasks.common import StoreSettings
 
 
@@ -31,8 +32,15 @@ class NightlySettings(StoreSettings):
     encode_batch_size: int = Field(default=16, ge=1, description="opening pictures per tokenizer task")
     write_batch_size: int = Field(default=8, ge=1, description="stories per MLLM task (written as one batch)")
     draw_batch_size: int = Field(default=16, ge=1, description="pictures per de-tokenizer task, across stories")
+    registry: str | None = Field(
+        default=None, description="store holding models/ for a models:// model (default: this run's store)"
+    )
+    model_cache: str = Field(default="~/.cache/seed-story/models", description="where workers keep fetched versions")
     render: RenderOptions | None = Field(default_factory=RenderOptions, description="None: no books this run")
     export_storystream: bool = True
+
+    def open_registry_store(self) -> ObjectStore:
+        return open_store(self.registry, self.s3) if self.registry else self.open_store()
 
     def resolved_run_id(self) -> str:
         """``run_id``, else the UTC date the flow run was scheduled for (a retry after midnight keeps the id)."""

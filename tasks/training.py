@@ -20,6 +20,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from pydantic import Field, field_validator
 
 from seed_story.checkpoints.native import MANIFEST
@@ -27,6 +28,7 @@ from seed_story.storage import ObjectNotFound, ObjectStore, check_key, get_model
 from seed_story.training import TrainConfig, TrainResult, load_train_config
 from seed_story.training.config import data_values
 from seed_story.training.launch import LaunchSettings, run_launched
+from seed_story.training.publish import PublishResult, PublishTarget, publish_run
 from seed_story.training.store_sync import (
     CheckpointPusher,
     mirror,
@@ -65,6 +67,10 @@ class TrainFlowSettings(StoreSettings):
     shards_from: str | None = Field(None, description="store prefix of StoryStream shards (ingest-storystream)")
     work_dir: str = Field("work", description="local folder for checkpoints, downloads and the trainer's outputs")
     sync_every_s: float = Field(60.0, gt=0, description="how often new checkpoints are pushed while training runs")
+    publish: PublishTarget | None = Field(
+        None, description="after training: gate against the alias, register in the store's models/, maybe promote"
+    )
+    model_cache: str = Field("~/.cache/seed-story/models", description="where the production version is fetched")
     launch: LaunchSettings = Field(
         default_factory=LaunchSettings,
         description="processes (default: one per visible GPU), machines, sharding (none = DDP, fsdp, zero2)",
@@ -158,6 +164,24 @@ def push_outputs_task(settings: TrainFlowSettings, cfg: TrainConfig, prefix: str
         raise FileNotFoundError(f"the trainer wrote no final checkpoint in {out / 'final'}")
     put_model(store, join_key(prefix, "train_config.json"), cfg)
     return key_uri(store, final)
+
+
+@task(name="publish", tags=[GPU_TAG], cache_policy=NO_CACHE)
+def publish_task(settings: TrainFlowSettings, cfg: TrainConfig, result: TrainResult) -> PublishResult:
+    """Gate the run's final weights against the alias, register them, promote them if the gate passed."""
+    assert settings.publish is not None
+    by = f"flow-run/{flow_run.get_id()}" if flow_run.get_id() else "seed-story"
+    published = publish_run(settings.open_store(), Path(result.checkpoint), cfg, settings.publish, by=by,
+                            cache_dir=Path(settings.model_cache).expanduser(),
+                            metrics={"final_loss": result.losses[-1]} if result.losses else None)  # fmt: skip
+    log = get_run_logger()
+    if published.decision is not None:
+        log.info(
+            "gate %s: %s", "passed" if published.decision.passed else "failed", "; ".join(published.decision.reasons)
+        )
+    log.info("registered %s@%s; %s %s", published.name, published.version_id,
+             settings.publish.alias, "moved to it" if published.promoted else "unchanged")  # fmt: skip
+    return published
 
 
 @task(name="write-train-summary", **IO_TASK)

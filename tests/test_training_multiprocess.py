@@ -136,6 +136,8 @@ def test_launch_commands_for_one_node_many_nodes_and_each_sharding(tmp_path: Pat
                                 cpu=False))  # fmt: skip
     assert (fsdp["--num_processes"], fsdp["--num_machines"], fsdp["--machine_rank"]) == ("16", "2", "1")
     assert fsdp["--main_process_ip"] == "10.0.0.5" and fsdp["--multi_gpu"] is True and fsdp["sharding"] == "fsdp"
+    assert fsdp["--main_process_port"] == "29500"  # several machines agree on the port; one machine takes a free one
+    assert 0 < int(ddp["--main_process_port"]) < 65536 and LaunchSettings(main_port=1234).port() == 1234
     zero2 = flags(LaunchSettings(processes=8, sharding="zero2", cpu=False))
     assert zero2["--use_deepspeed"] is True and zero2["--zero_stage"] == "2" and "--multi_gpu" not in zero2
     assert flags(LaunchSettings(processes=1, cpu=True))["--cpu"] is True

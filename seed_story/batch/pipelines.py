@@ -22,7 +22,10 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 class ModelSpec(StrictModel):
     """A checkpoint folder (this project's or a released ``pretrained/``) and how to run it."""
 
-    path: str = Field(description="checkpoint folder; see `seed-story pretrained check`")
+    path: str = Field(
+        description="checkpoint folder (`seed-story pretrained check`), or a registry version: models://name@alias "
+        "or models://name@version_id, pinned for the whole run"
+    )
     device: str = "cpu"
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     writer: WriterSettings = WriterSettings()

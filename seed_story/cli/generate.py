@@ -82,7 +82,10 @@ def _print_summary(summary: RunSummary, store: str, console: Console) -> None:
 def generate(
     manifest: str = typer.Option(..., "--manifest", "-m", help="JSONL, CSV or Parquet manifest (path or s3:// URI)."),
     store: str = typer.Option(..., "--store", "-s", help="Store root: a folder, file:// or s3://bucket/prefix."),
-    model: Path = typer.Option(..., "--model", help="Checkpoint folder (this project's or a released pretrained/)."),
+    model: str = typer.Option(
+        ..., "--model", help="Checkpoint folder (this project's or a released pretrained/), or models://name@alias."
+    ),
+    registry: str | None = typer.Option(None, "--registry", help="Store holding models/ (default: --store)."),
     run_id: str | None = typer.Option(None, "--run-id", help="Default: today's UTC date. Same id = resume."),
     device: str = typer.Option("cpu", "--device"),
     dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
@@ -110,7 +113,7 @@ def generate(
         wanted = [f.strip() for f in formats.split(",") if f.strip() and f.strip() != "none"]
         settings = NightlySettings(
             manifest=manifest, store=store, run_id=run_id, s3=S3Settings(endpoint_url=s3_endpoint_url),
-            model=ModelSpec(path=str(model), device=device, dtype=dtype, writer=WriterSettings(),
+            registry=registry, model=ModelSpec(path=model, device=device, dtype=dtype, writer=WriterSettings(),
                             draw=DrawSettings(num_inference_steps=draw_steps, guidance_scale=guidance)),
             write_batch_size=write_batch, draw_batch_size=draw_batch,
             render=RenderOptions(formats=wanted, print_settings=PrintSettings(page_size=page_size)) if wanted else None,

@@ -82,6 +82,7 @@ class Registry:
         train_config: Mapping[str, Any] | None = None,
         data_shards: Iterable[str] = (),
         metrics: Mapping[str, float] | None = None,
+        gate: Mapping[str, Any] | None = None,
         source: str | None = None,
         progress: Progress | None = None,
     ) -> ModelVersion:
@@ -109,7 +110,8 @@ class Registry:
         record = ModelVersion(
             name=name, version_id=version_id, parent=parent, files=files,
             train_config=dict(train_config) if train_config is not None else None, data_shards=list(data_shards),
-            metrics=dict(metrics or {}), source=source or str(folder.resolve()),
+            metrics=dict(metrics or {}), gate=dict(gate) if gate is not None else None,
+            source=source or str(folder.resolve()),
         )  # fmt: skip
         try:
             self.store.put_new(key, record.model_dump_json(indent=2).encode("utf-8"), content_type="application/json")

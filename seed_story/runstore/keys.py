@@ -38,6 +38,11 @@ class RunKeys:
             return f"{self.prefix}/summary.json"
         return f"{self.prefix}/parts/{check_safe_name(part, 'part')}.summary.json"
 
+    @property
+    def model_pin(self) -> str:
+        """The registry version a run was pinned to on its first start (``models://`` models only)."""
+        return f"{self.prefix}/model.json"
+
     def manifest_copy(self, name: str) -> str:
         return f"{self.prefix}/manifests/{check_safe_name(name, 'manifest file name')}"
 

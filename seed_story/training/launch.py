@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -37,6 +38,8 @@ from seed_story.training.trainer import TrainResult
 LAUNCHED_CONFIG = "launched_config.json"
 # Set for the launched processes: they print plain log lines (no progress bar) for whoever reads their output.
 LAUNCHED_ENV = "SEED_STORY_LAUNCHED"
+# The lines that name a launched process's root cause: seed-story's one-line errors, and a C++ runtime's abort.
+FATAL = ("error:", "terminate called", "RuntimeError", "Fatal Python error")
 Sharding = Literal["none", "fsdp", "zero2"]
 
 
@@ -57,7 +60,9 @@ class LaunchSettings(StrictModel):
         "indexed Job's pod number) or 0",
     )  # fmt: skip
     main_address: str | None = Field(None, description="address of machine 0 (needed with machines > 1)")
-    main_port: int = Field(29500, gt=0, lt=65536)
+    main_port: int | None = Field(
+        None, gt=0, lt=65536, description="rendezvous port on machine 0; None = a free one (one machine), else 29500"
+    )
     sharding: Sharding = Field(
         "none", description="none = DDP (every process holds the whole model); fsdp = FSDP2 full shard; zero2"
     )
@@ -77,6 +82,16 @@ class LaunchSettings(StrictModel):
         if self.machine_rank is not None:
             return self.machine_rank
         return int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
+
+    def port(self) -> int:
+        """The rendezvous port: as set; on one machine a free one, so a run never meets a stale run's store."""
+        if self.main_port is not None:
+            return self.main_port
+        if self.machines > 1:
+            return 29500
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            return int(probe.getsockname()[1])
 
     def on_cpu(self) -> bool:
         if self.cpu is not None:
@@ -122,7 +137,7 @@ def launch_command(cfg: TrainConfig, config_file: Path, launch: LaunchSettings) 
     local = launch.local_processes()
     command = [sys.executable, "-m", "accelerate.commands.launch",
                "--num_processes", str(local * launch.machines), "--num_machines", str(launch.machines),
-               "--machine_rank", str(launch.rank()), "--main_process_port", str(launch.main_port),
+               "--machine_rank", str(launch.rank()), "--main_process_port", str(launch.port()),
                "--mixed_precision", cfg.mixed_precision, "--dynamo_backend", "no"]  # fmt: skip
     if launch.main_address:
         command += ["--main_process_ip", launch.main_address]
@@ -173,7 +188,7 @@ def read_result(output_dir: str | Path) -> TrainResult:
 
 
 def run_launched(
-    cfg: TrainConfig, launch: LaunchSettings, on_line: Callable[[str], None] | None = None, tail_lines: int = 40
+    cfg: TrainConfig, launch: LaunchSettings, on_line: Callable[[str], None] | None = None, tail_lines: int = 80
 ) -> TrainResult:
     """Train ``cfg`` in the processes ``launch`` asks for; returns what the run left in its output folder.
 
@@ -195,13 +210,13 @@ def run_launched(
         for raw in proc.stdout:
             line = raw.rstrip("\n")
             tail.append(line)
-            if line.startswith("error:") and line not in errors:
+            if line.startswith(FATAL) and line not in errors:
                 errors.append(line)
             if on_line is not None:
                 on_line(line)
         code = proc.wait()
     if code != 0:
-        cause = "; ".join(errors[:3]) or "no process reported an error (killed?)"
+        cause = "; ".join(errors[:3]) or "no process reported an error (killed? see the lines below)"
         lines = "\n".join(tail)
         raise LaunchFailed(
             f"{cfg.stage} in {launch.local_processes()} processes exited with status {code}: {cause}\n{lines}"

@@ -23,6 +23,9 @@ class TrainSummary(BaseModel):
     metrics: str = Field(description="URI of metrics.csv")
     seconds: float
     finished_at: datetime
+    model_version: str | None = Field(None, description="name@version_id registered from the final weights")
+    promoted: bool | None = Field(None, description="whether the alias moved to it (None: not published)")
+    gate: list[str] | None = Field(None, description="the gate's reasons, when it ran")
 
 
 def summary_markdown(summary: TrainSummary) -> str:
@@ -36,5 +39,8 @@ def summary_markdown(summary: TrainSummary) -> str:
         ("metrics", f"`{summary.metrics}`"),
         ("seconds", f"{summary.seconds:.1f}"),
     ]
+    if summary.model_version is not None:
+        rows.append(("registered", f"`{summary.model_version}`, {'promoted' if summary.promoted else 'not promoted'}"))
+    rows += [("gate", reason) for reason in summary.gate or []]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"# {summary.stage}: {summary.run_name}\n\n| | |\n|---|---|\n{table}\n"
