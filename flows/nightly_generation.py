@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
+from seed_story.batch.progress import ProgressPublisher
 from seed_story.batch.summary import summary_markdown
 from seed_story.batch.writing import WriteReport
 from seed_story.runstore.keys import RunKeys
@@ -87,34 +88,39 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
         settings = settings.model_copy(update={"model": spec})  # every task runs the pinned, local copy
         plan = plan_task(settings, manifest, data, version)
     failures: list[StoryFailure] = list(plan.failed)
+    total = sum(e.row.num_steps for e in manifest.entries)
+    # Tasks count what they persist; one small record tells watchers how far the run is.
+    publisher = ProgressPublisher(settings.open_store(), run_id, settings.part, total_steps=total)
 
-    def live() -> list[StoryPlan]:
-        bad = {f.story_id for f in failures}
-        return [p for p in plan.pending if p.story_id not in bad]
+    with publisher:
 
-    with _timed(seconds, "tokenizer"):
-        batches = chunks(live(), settings.encode_batch_size)
-        futures = tokenizer_task.map([settings] * len(batches), batches)
-        failures += [f for found in _gather(futures, batches, "tokenizer", failures) for f in found]
+        def live() -> list[StoryPlan]:
+            bad = {f.story_id for f in failures}
+            return [p for p in plan.pending if p.story_id not in bad]
 
-    with _timed(seconds, "mllm"):
-        batches = chunks(live(), settings.write_batch_size)
-        futures = mllm_task.map([settings] * len(batches), batches, [attempt] * len(batches))
-        reports: list[WriteReport] = _gather(futures, batches, "mllm", failures)
-        failures += [f for report in reports for f in report.failures]
+        with _timed(seconds, "tokenizer"):
+            batches = chunks(live(), settings.encode_batch_size)
+            futures = tokenizer_task.map([settings] * len(batches), batches)
+            failures += [f for found in _gather(futures, batches, "tokenizer", failures) for f in found]
 
-    with _timed(seconds, "detokenizer"):
-        items = list_draws_task(settings, live())
-        item_batches = chunks(items, settings.draw_batch_size)
-        owners = {p.story_id: p for p in plan.pending}
-        story_batches = [list({i.story_id: owners[i.story_id] for i in b}.values()) for b in item_batches]
-        futures = detokenizer_task.map([settings] * len(item_batches), item_batches, [attempt] * len(item_batches))
-        drawn = sum(_gather(futures, story_batches, "detokenizer", failures))
+        with _timed(seconds, "mllm"):
+            batches = chunks(live(), settings.write_batch_size)
+            futures = mllm_task.map([settings] * len(batches), batches, [attempt] * len(batches))
+            reports: list[WriteReport] = _gather(futures, batches, "mllm", failures)
+            failures += [f for report in reports for f in report.failures]
 
-    with _timed(seconds, "finish"):
-        unique = list({f.story_id: f for f in failures}.values())
-        completed, failed = finish_task(settings, plan.pending, [f for f in unique if f.story_id in owners])
-        failed += [f for f in unique if f.story_id not in owners]  # conflicts: their folders are not touched
+        with _timed(seconds, "detokenizer"):
+            items = list_draws_task(settings, live())
+            item_batches = chunks(items, settings.draw_batch_size)
+            owners = {p.story_id: p for p in plan.pending}
+            story_batches = [list({i.story_id: owners[i.story_id] for i in b}.values()) for b in item_batches]
+            futures = detokenizer_task.map([settings] * len(item_batches), item_batches, [attempt] * len(item_batches))
+            drawn = sum(_gather(futures, story_batches, "detokenizer", failures))
+
+        with _timed(seconds, "finish"):
+            unique = list({f.story_id: f for f in failures}.values())
+            completed, failed = finish_task(settings, plan.pending, [f for f in unique if f.story_id in owners])
+            failed += [f for f in unique if f.story_id not in owners]  # conflicts: their folders are not touched
 
     with _timed(seconds, "render+export"):
         if settings.render is not None:

@@ -16,6 +16,7 @@ from seed_story.batch.model_pin import pinned_model
 from seed_story.batch.openings import encode_openings
 from seed_story.batch.pipelines import ModelSpec, load_pipeline
 from seed_story.batch.planning import RunPlan, plan_run
+from seed_story.batch.progress import count_progress
 from seed_story.batch.sources import load_manifest
 from seed_story.batch.writing import WriteReport, write_stories
 from seed_story.render.run import RunReport, render_run
@@ -61,6 +62,7 @@ def mllm_task(settings: NightlySettings, plans: list[StoryPlan], attempt: str) -
     pipeline, lock = load_pipeline(settings.model)
     with lock:
         report = write_stories(settings.open_store(), plans, pipeline, attempt)
+    count_progress(settings.resolved_run_id(), settings.part, steps=report.written)
     get_run_logger().info("wrote %d steps (%d resumed from the store)", report.written, report.resumed)
     return report
 
@@ -75,7 +77,9 @@ def detokenizer_task(settings: NightlySettings, items: list[DrawItem], attempt: 
     """Draw a batch of stored feature sets (from any stories) into pictures."""
     pipeline, lock = load_pipeline(settings.model)
     with lock:
-        return draw_items(settings.open_store(), items, pipeline, attempt)
+        drawn = draw_items(settings.open_store(), items, pipeline, attempt)
+    count_progress(settings.resolved_run_id(), settings.part, pictures=drawn)
+    return drawn
 
 
 @task(name="finish-stories", **IO_TASK)
@@ -83,7 +87,9 @@ def finish_task(
     settings: NightlySettings, plans: list[StoryPlan], failures: list[StoryFailure]
 ) -> tuple[list[str], list[StoryFailure]]:
     """Write sequence + story.json of every finished story; mark failed ones; report the rest as unfinished."""
-    return finish_stories(settings.open_store(), plans, failures)
+    completed, failed = finish_stories(settings.open_store(), plans, failures)
+    count_progress(settings.resolved_run_id(), settings.part, stories=len(completed))
+    return completed, failed
 
 
 @task(name="render-books", **IO_TASK)

@@ -60,3 +60,32 @@ def test_publishing_shards_deletes_an_earlier_ingests_extra_shards(tmp_path):
     keys, stale = publish_shards(store, staged, IngestReport(shards=["shard-00000.parquet"]), "data")
     assert keys == ["data/shard-00000.parquet"] and stale == 1
     assert sorted(store.list("data/")) == ["data/ingest-report.json", "data/shard-00000.parquet"]
+
+
+def test_progress_is_one_record_a_watcher_reads_without_listing_the_run(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from seed_story.batch.progress import ProgressPublisher, count_progress, read_progress
+    from seed_story.storage import LocalObjectStore
+
+    class Counting(LocalObjectStore):
+        lists = 0
+
+        def list(self, prefix: str = "") -> list[str]:
+            Counting.lists += 1
+            return super().list(prefix)
+
+    store = Counting(tmp_path)
+    store.put_bytes("runs/r1/a/work/step_01.json", b"{}")  # an earlier attempt's step
+    assert read_progress(store, "r1") is None
+    with ProgressPublisher(store, "r1", total_steps=9, interval=0.01):
+        with ThreadPoolExecutor(4) as pool:  # tasks count from the flow's worker threads
+            list(pool.map(lambda _: count_progress("r1", None, steps=2, pictures=1), range(4)))
+        count_progress("r1", None, stories=1)
+        count_progress("r2", None, steps=5)  # another run's tasks: not this publisher's
+    record = read_progress(store, "r1")
+    assert (record.total_steps, record.steps_written, record.pictures_drawn, record.stories_finished) == (9, 9, 4, 1)
+    assert Counting.lists == 1  # the publisher listed the run once, at the start; reading never lists
+    for _ in range(5):
+        read_progress(store, "r1")
+    assert Counting.lists == 1

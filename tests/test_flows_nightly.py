@@ -12,6 +12,7 @@ from prefect import flow, task
 from flows.nightly_generation import nightly_generation
 from seed_story.batch.manifest import ManifestError
 from seed_story.batch.pipelines import _pipeline
+from seed_story.batch.progress import read_progress
 from seed_story.runstore.keys import RunKeys, StoryKeys
 from seed_story.runstore.records import RunSummary, StepRecord, StoryRecord
 from seed_story.runstore.sequence import SEQUENCE_SCHEMA
@@ -55,6 +56,9 @@ def test_five_stories_into_s3(prefect_api, toy_checkpoint_dir, s3_bucket, tmp_pa
             assert [s.text for s in record.steps] == row["texts"]
     assert store.exists("runs/night-1/index.html") and store.exists("runs/night-1/manifests/night.jsonl")
     assert get_model(store, RunKeys("night-1").summary(), RunSummary).completed == summary.completed
+    progress = read_progress(store, "night-1")  # what a watcher reads: one small record, not a listing
+    assert progress is not None and (progress.total_steps, progress.steps_written, progress.pictures_drawn) == (15,) * 3
+    assert progress.stories_finished == 5
     exported = store.get_bytes("runs/night-1/storystream.jsonl").decode().splitlines()
     assert {json.loads(line)["id"] for line in exported} == {r["story_id"] for r in rows}
     # Everything is stored under the prefix; nothing else in the bucket.

@@ -22,8 +22,8 @@ DEMO_CACHE = Path("~/.cache/seed-story/toy-model")
 
 
 def _watch(store: ObjectStore, run_id: str, total_steps: int, done: threading.Event, console: Console) -> None:
-    """Poll the store every second and show written steps and drawn pictures (what the flow has persisted)."""
-    from seed_story.batch.progress import run_progress
+    """Show written steps and drawn pictures from the run's progress record (one small read a second)."""
+    from seed_story.batch.progress import read_progress
 
     with Progress(*BAR_COLUMNS, console=console) as bars:
         write = bars.add_task("writing", total=total_steps)
@@ -31,7 +31,7 @@ def _watch(store: ObjectStore, run_id: str, total_steps: int, done: threading.Ev
         while True:
             finished = done.wait(1.0)
             try:
-                now = run_progress(store, run_id)
+                now = read_progress(store, run_id)
             except Exception:  # the store may not exist yet; the flow reports real errors
                 now = None
             if now is not None:

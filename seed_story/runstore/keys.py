@@ -43,6 +43,12 @@ class RunKeys:
         """The registry version a run was pinned to on its first start (``models://`` models only)."""
         return f"{self.prefix}/model.json"
 
+    def progress(self, part: str | None = None) -> str:
+        """The run's progress counters (one small record a watcher reads per refresh), or one part's."""
+        if part is None:
+            return f"{self.prefix}/progress.json"
+        return f"{self.prefix}/parts/{check_safe_name(part, 'part')}.progress.json"
+
     def manifest_copy(self, name: str) -> str:
         return f"{self.prefix}/manifests/{check_safe_name(name, 'manifest file name')}"
 
