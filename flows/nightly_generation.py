@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
+from seed_story.batch.drawing import DrawReport
 from seed_story.batch.progress import ProgressPublisher
 from seed_story.batch.summary import summary_markdown
 from seed_story.batch.writing import WriteReport
@@ -115,7 +116,8 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
             owners = {p.story_id: p for p in plan.pending}
             story_batches = [list({i.story_id: owners[i.story_id] for i in b}.values()) for b in item_batches]
             futures = detokenizer_task.map([settings] * len(item_batches), item_batches, [attempt] * len(item_batches))
-            drawn = sum(_gather(futures, story_batches, "detokenizer", failures))
+            draws: list[DrawReport] = _gather(futures, story_batches, "detokenizer", failures)
+            failures += [f for report in draws for f in report.failures]
 
         with _timed(seconds, "finish"):
             unique = list({f.story_id: f for f in failures}.values())
@@ -142,7 +144,7 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
         failed=failed,
         steps_written=sum(r.written for r in reports),
         steps_resumed=sum(r.resumed for r in reports),
-        pictures_drawn=drawn,
+        pictures_drawn=sum(r.drawn for r in draws),
         seconds=seconds,
     )
     put_model(settings.open_store(), RunKeys(run_id).summary(settings.part), summary)

@@ -67,9 +67,10 @@ def nightly_scale_out(settings: ScaleOutSettings) -> RunSummary:
     parts = [f"shard-{i:02d}" for i in range(len(plan.shards))]
     children = []
     for part, manifest in zip(parts, plan.shards, strict=True):
-        shard = night.model_copy(
-            update={"manifest": manifest, "run_id": run_id, "part": part, "render": None, "export_storystream": False}
-        )
+        shard = night.model_copy(update={
+            "manifest": manifest, "run_id": run_id, "part": part, "render": None, "export_storystream": False,
+            "image_roots": [*night.image_roots, plan.image_root],  # the shard's absolute image paths lead there
+        })  # fmt: skip
         children.append(
             run_deployment(
                 settings.deployment,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from seed_story.batch.drawing import DrawItem, draw_items, pending_draws
+from seed_story.batch.drawing import DrawItem, DrawReport, draw_items, pending_draws
 from seed_story.batch.finishing import export_storystream, finish_stories
 from seed_story.batch.manifest import Manifest
 from seed_story.batch.model_pin import pinned_model
@@ -28,7 +28,7 @@ from tasks.settings import NightlySettings
 @task(name="read-manifest", **IO_TASK)
 def read_manifest_task(settings: NightlySettings) -> tuple[Manifest, bytes]:
     """Read and validate the manifest (bad rows are reported, duplicate ids raise before any work)."""
-    manifest, data = load_manifest(settings.manifest, settings.s3)
+    manifest, data = load_manifest(settings.manifest, settings.s3, settings.image_roots, settings.limits)
     for problem in manifest.problems:
         get_run_logger().warning("manifest line %d skipped: %s", problem.line, problem.reason)
     return manifest, data
@@ -53,7 +53,7 @@ def tokenizer_task(settings: NightlySettings, plans: list[StoryPlan]) -> list[St
     """ViT-encode a micro-batch of opening pictures into the store."""
     pipeline, lock = load_pipeline(settings.model)
     with lock:
-        return encode_openings(settings.open_store(), plans, pipeline, settings.s3)
+        return encode_openings(settings.open_store(), plans, pipeline, settings.s3, settings.limits)
 
 
 @task(name="mllm", tags=[GPU_TAG], **IO_TASK)
@@ -61,7 +61,7 @@ def mllm_task(settings: NightlySettings, plans: list[StoryPlan], attempt: str) -
     """Write a micro-batch of stories (text + regressed features per step), persisting every step."""
     pipeline, lock = load_pipeline(settings.model)
     with lock:
-        report = write_stories(settings.open_store(), plans, pipeline, attempt)
+        report = write_stories(settings.open_store(), plans, pipeline, attempt, settings.limits)
     count_progress(settings.resolved_run_id(), settings.part, steps=report.written)
     get_run_logger().info("wrote %d steps (%d resumed from the store)", report.written, report.resumed)
     return report
@@ -73,13 +73,13 @@ def list_draws_task(settings: NightlySettings, plans: list[StoryPlan]) -> list[D
 
 
 @task(name="detokenizer", tags=[GPU_TAG], **IO_TASK)
-def detokenizer_task(settings: NightlySettings, items: list[DrawItem], attempt: str) -> int:
+def detokenizer_task(settings: NightlySettings, items: list[DrawItem], attempt: str) -> DrawReport:
     """Draw a batch of stored feature sets (from any stories) into pictures."""
     pipeline, lock = load_pipeline(settings.model)
     with lock:
-        drawn = draw_items(settings.open_store(), items, pipeline, attempt)
-    count_progress(settings.resolved_run_id(), settings.part, pictures=drawn)
-    return drawn
+        report = draw_items(settings.open_store(), items, pipeline, attempt)
+    count_progress(settings.resolved_run_id(), settings.part, pictures=report.drawn)
+    return report
 
 
 @task(name="finish-stories", **IO_TASK)

@@ -32,6 +32,9 @@ class IngestSettings(StoreSettings):
 
     jsonl: list[str] = Field(description="jsonl files or globs ('**' allowed) on the worker's disk")
     image_dir: str = Field(description="the release's image folder on the worker's disk")
+    allowed_roots: list[str] = Field(
+        default_factory=list, description="folders besides image_dir that image paths may lead into (absolute ones)"
+    )
     prefix: str = Field("datasets/storystream", description="key prefix of the shards (training's shards_from)")
     chunk_length: int = Field(10, ge=2, description="pictures per chunk (reference: 10)")
     shard_size: int = Field(1000, ge=1, description="chunks per shard")
@@ -64,7 +67,8 @@ def ingest_task(settings: IngestSettings) -> IngestReport:
     if store.local_path(settings.prefix) is None:
         shutil.rmtree(folder, ignore_errors=True)  # a staging folder holds this ingest only
     report = ingest_storystream(files, settings.image_dir, folder, chunk_length=settings.chunk_length,
-                                shard_size=settings.shard_size, row_group_size=settings.row_group_size)  # fmt: skip
+                                shard_size=settings.shard_size, row_group_size=settings.row_group_size,
+                                allowed_roots=settings.allowed_roots)  # fmt: skip
     get_run_logger().info("%d files, %d stories -> %d chunks in %d shards; skipped: %s", report.files,
                           report.stories, report.chunks_written, len(report.shards), report.counts())  # fmt: skip
     return report

@@ -15,7 +15,7 @@ from tasks.settings import NightlySettings
 @task(name="shard-manifest", **IO_TASK)
 def shard_task(settings: NightlySettings, shards: int) -> ShardPlan:
     """Validate the manifest and write its shards to ``runs/{run_id}/shards/shard-NN.jsonl`` in the store."""
-    manifest, _ = load_manifest(settings.manifest, settings.s3)
+    manifest, _ = load_manifest(settings.manifest, settings.s3, settings.image_roots, settings.limits)
     return write_manifest_shards(settings.open_store(), manifest, settings.resolved_run_id(), shards)
 
 

@@ -9,6 +9,7 @@ from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
 from seed_story.batch.pipelines import ModelSpec
+from seed_story.generation.settings import InputLimits
 from seed_story.render.pdf import PrintSettings
 from seed_story.storage import ObjectStore, open_store
 from tasks.common import StoreSettings
@@ -26,12 +27,19 @@ class NightlySettings(StoreSettings):
     """One night's generation: which manifest, which store, which model, how big the micro-batches are."""
 
     manifest: str = Field(description="JSONL/CSV/Parquet manifest: a local path or s3:// URI")
+    image_roots: list[str] = Field(
+        default_factory=list,
+        description="folders or s3:// prefixes besides the manifest's folder that opening images may come from",
+    )
     model: ModelSpec
     run_id: str | None = Field(default=None, description="default: today's UTC date, YYYY-MM-DD")
     part: str | None = Field(default=None, description="name of this shard of a scaled-out run")
     encode_batch_size: int = Field(default=16, ge=1, description="opening pictures per tokenizer task")
     write_batch_size: int = Field(default=8, ge=1, description="stories per MLLM task (written as one batch)")
     draw_batch_size: int = Field(default=16, ge=1, description="pictures per de-tokenizer task, across stories")
+    limits: InputLimits = Field(
+        default_factory=InputLimits, description="what one story may bring (text length, tokens, picture size)"
+    )
     registry: str | None = Field(
         default=None, description="store holding models/ for a models:// model (default: this run's store)"
     )

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import json
 
-from seed_story.batch.manifest import parse_manifest
+import pytest
+
+from seed_story.batch.manifest import ManifestError, parse_manifest
 from seed_story.batch.shards import write_manifest_shards
+from seed_story.batch.sources import load_manifest
 from seed_story.batch.summary import merge_summaries, summary_markdown
 from seed_story.data.ingest import publish_shards
 from seed_story.data.storystream import IngestReport
@@ -35,6 +38,11 @@ def test_manifest_shards_are_round_robin_with_absolute_images(tmp_path):
     first = [json.loads(line) for line in store.get_bytes(RunKeys("r1").shard(0)).decode().splitlines()]
     assert [r["story_id"] for r in first] == ["s0", "s2", "s4"] and first[0]["image"] == "/in/0.png"
     assert len(plan.shards) == 2 and plan.shards[1].endswith("runs/r1/shards/shard-01.jsonl")
+    # A shard's run allows the manifest's folder, where its absolute image paths lead (the scale-out flow).
+    shard, _ = load_manifest(plan.shards[0], image_roots=[plan.image_root])
+    assert [e.image_uri for e in shard.entries] == ["/in/0.png", "/in/2.png", "/in/4.png"]
+    with pytest.raises(ManifestError, match="no valid row"):
+        load_manifest(plan.shards[0])
 
 
 def test_merged_summary_sums_the_shards_and_fails_a_silent_shards_stories(tmp_path):

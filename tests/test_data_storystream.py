@@ -17,7 +17,7 @@ from seed_story.data.dataset import StoryStreamDataset
 from seed_story.data.ingest import ingest_storystream
 from seed_story.data.sequence import SequenceSettings, collate
 from seed_story.data.shards import SHARD_SCHEMA, ShardFolder, read_chunks, write_shards
-from seed_story.data.storystream import IngestReport, StoryChunk, read_storystream
+from seed_story.data.storystream import IngestReport, StoryChunk, read_image_bytes, read_storystream
 from seed_story.tokenizer import build_byte_tokenizer
 
 SETTINGS = SequenceSettings(num_image_tokens=16, image_size=28, min_resolution=0)
@@ -96,6 +96,41 @@ def test_ingest_counts_and_reports_every_problem(release, tmp_path):
     assert chunks[1].images[0] == (image_dir / "000001/frame_10.jpg").read_bytes()
     saved = json.loads((tmp_path / "shards" / "ingest-report.json").read_text())
     assert saved == json.loads(report.model_dump_json())
+
+
+def test_image_paths_stay_inside_the_image_folder_or_an_allowed_root(tmp_path):
+    """``../``, absolute paths and symlinks out are skipped and counted, unless an allowed root holds them."""
+    image_dir, other = tmp_path / "image", tmp_path / "other"
+    for folder in (image_dir, other):
+        folder.mkdir()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(tmp_path / "secret.png")
+    Image.new("RGB", (8, 8), (4, 5, 6)).save(image_dir / "ok.png")
+    Image.new("RGB", (8, 8), (7, 8, 9)).save(other / "shared.png")
+    (image_dir / "link.png").symlink_to(tmp_path / "secret.png")
+    (other / "notes.png").write_text("not a picture\n" * 1000)
+    images = {"ok": "ok.png", "up": "../secret.png", "abs": "/etc/passwd", "link": "link.png",
+              "allowed": str(other / "shared.png"), "text": str(other / "notes.png")}  # fmt: skip
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_text("".join(json.dumps({"id": k, "images": [v], "captions": ["x"]}) + "\n" for k, v in images.items()))
+
+    report = ingest_storystream([jsonl], image_dir, tmp_path / "shards", chunk_length=1)
+    assert report.counts() == {"image_outside": 5} and report.chunks_written == 1
+    why = {p.story_id: p.detail for p in report.problems}
+    assert why["up"] == f"../secret.png leads outside {image_dir}"
+    assert why["abs"] == f"/etc/passwd leads outside {image_dir} (an absolute path needs an allowed root)"
+    secret = (tmp_path / "secret.png").read_bytes()
+    assert all(secret not in c.images for c in read_chunks(tmp_path / "shards"))
+
+    out = tmp_path / "allowed"
+    args = ["data", "ingest-storystream", str(jsonl), str(image_dir), str(out), "--json", "--chunk-length", "1",
+            "--allow-root", str(other)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = IngestReport.model_validate_json(result.output)
+    assert report.counts() == {"image_outside": 3, "corrupt_image": 1}
+    assert [c.chunk_id for c in read_chunks(out)] == ["ok-0", "allowed-0"]
+    with pytest.raises(OSError, match="over the 100 byte limit"):
+        read_image_bytes(other / "notes.png", max_bytes=100)
 
 
 def test_parquet_round_trip_and_atomic_names(release, tmp_path):

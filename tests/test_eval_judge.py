@@ -164,3 +164,22 @@ def test_eval_cli_on_a_stored_run(tmp_path: Path, stories: list[WorldStory]) -> 
     assert report["overall"]["frames"] == 4 * 30
     missing = CliRunner().invoke(app, ["eval", "--store", str(tmp_path), "--run", "nope"])
     assert missing.exit_code != 0
+
+
+def test_eval_refuses_a_run_not_from_the_story_world(tmp_path: Path, stories: list[WorldStory]) -> None:
+    """A run whose openings the story world never wrote has meaningless scores: refused, or flagged under --force."""
+    toy = [("The blue frog runs to the barn.", frames_of(stories[0])[0][1]), *frames_of(stories[0])[1:]]
+    write_run(tmp_path, "r1", [("world", frames_of(stories[1])), ("toy", toy)])
+    args = ["eval", "--store", str(tmp_path), "--run", "r1"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 1 and "overall" not in refused.output
+    assert refused.output.strip().splitlines()[-1] == (  # one line, after the bar's
+        "error: run r1 is not a story-world run: 1 of 2 stories open with text the story world does not write "
+        "(first: toy); the judge's scores would mean nothing (--force scores it anyway)"
+    )
+    out = tmp_path / "eval.json"
+    forced = CliRunner().invoke(app, [*args, "--force", "--json", str(out)])
+    assert forced.exit_code == 0, forced.output
+    assert "warning: 1 stories do not open in the story world (first: toy)" in forced.output
+    report = json.loads(out.read_text())
+    assert report["not_storyworld"] == ["toy"] and len(report["stories"]) == 2

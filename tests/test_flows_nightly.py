@@ -102,11 +102,14 @@ def test_bad_rows_are_skipped_and_reported(prefect_api, toy_checkpoint_dir, tmp_
     assert '<li class="failed">' in gallery and "opening image not found" in gallery
 
 
-def test_duplicate_ids_stop_the_night_before_any_work(prefect_api, toy_checkpoint_dir, tmp_path):
+def test_duplicate_ids_or_no_valid_row_stop_the_night_before_any_work(prefect_api, toy_checkpoint_dir, tmp_path):
     rows = good_rows(tmp_path / "in", count=2)
     rows[1]["story_id"] = rows[0]["story_id"]
     manifest = write_jsonl(tmp_path / "in" / "night.csv.jsonl", rows)
     with pytest.raises(ManifestError, match="duplicate story ids: 'story-0' \\(lines 1, 2\\)"):
+        nightly_generation(nightly_settings(manifest, str(tmp_path / "store"), toy_checkpoint_dir))
+    write_jsonl(manifest, [{**rows[0], "image": "../escape.png"}])
+    with pytest.raises(ManifestError, match=r"no valid row in manifest .*: 1 bad rows"):
         nightly_generation(nightly_settings(manifest, str(tmp_path / "store"), toy_checkpoint_dir))
     assert not (tmp_path / "store").exists()
 

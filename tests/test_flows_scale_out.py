@@ -116,5 +116,6 @@ def test_two_workers_share_a_night(prefect_server, toy_checkpoint_dir, tmp_path)
     assert sorted(ran) == [["night-1-shard-00"], ["night-1-shard-01"]], logs
     assert store.exists("runs/night-1/index.html") and store.exists("runs/night-1/summary.json")
     assert sorted(store.list("runs/night-1/parts/")) == [
-        "runs/night-1/parts/shard-00.summary.json", "runs/night-1/parts/shard-01.summary.json"
+        "runs/night-1/parts/shard-00.progress.json", "runs/night-1/parts/shard-00.summary.json",
+        "runs/night-1/parts/shard-01.progress.json", "runs/night-1/parts/shard-01.summary.json"
     ]  # fmt: skip

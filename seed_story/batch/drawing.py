@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from seed_story.batch.codecs import features_from_bytes, png_bytes
+from seed_story.batch.isolation import story_by_story
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.runstore.keys import StoryKeys
-from seed_story.runstore.records import DrawRecord, StoryPlan, WritingDone
+from seed_story.runstore.records import DrawRecord, StoryFailure, StoryPlan, WritingDone
 from seed_story.storage import ObjectStore, get_model, put_model
 
 logger = logging.getLogger(__name__)
@@ -45,14 +47,31 @@ def pending_draws(store: ObjectStore, plans: list[StoryPlan]) -> list[DrawItem]:
     return items
 
 
-def draw_items(store: ObjectStore, items: list[DrawItem], pipeline: StoryPipeline, attempt: str) -> int:
+class DrawReport(BaseModel):
+    drawn: int = 0
+    failures: list[StoryFailure] = Field(default_factory=list)
+
+
+def draw_items(store: ObjectStore, items: list[DrawItem], pipeline: StoryPipeline, attempt: str) -> DrawReport:
     """Draw ``items`` (in the pipeline's draw batches) and store each PNG, then its :class:`DrawRecord`.
 
     Each picture depends only on its features and the draw seed, so batching across stories and redrawing
-    after a crash give the same pictures.
+    after a crash give the same pictures. A batch that raises is drawn again story by story: only a story whose
+    pictures fail alone is failed.
     """
-    if not items:
-        return 0
+    report = DrawReport()
+    by_story: dict[str, list[DrawItem]] = {}
+    for item in items:
+        by_story.setdefault(item.story_id, []).append(item)
+    draw = partial(_draw, store, pipeline, attempt, report)
+    report.failures = story_by_story(list(by_story.values()), draw, lambda group: group[0].story_id, "detokenizer")
+    return report
+
+
+def _draw(
+    store: ObjectStore, pipeline: StoryPipeline, attempt: str, report: DrawReport, groups: list[list[DrawItem]]
+) -> list[StoryFailure]:
+    items = [item for group in groups for item in group]
     features = [features_from_bytes(store.get_bytes(item.story_keys.step_features(item.step))) for item in items]
     start = time.perf_counter()
     pictures = pipeline.draw(features)
@@ -65,5 +84,6 @@ def draw_items(store: ObjectStore, items: list[DrawItem], pipeline: StoryPipelin
             attempt=attempt,
         )  # fmt: skip
         put_model(store, keys.drawn(item.step), record)
+    report.drawn += len(items)
     logger.info("drew %d pictures", len(items))
-    return len(items)
+    return []

@@ -7,10 +7,10 @@ from pathlib import PurePosixPath
 
 from pydantic import BaseModel, Field
 
-from seed_story.batch.manifest import Manifest
+from seed_story.batch.manifest import Manifest, ManifestEntry
 from seed_story.batch.pipelines import ModelSpec
 from seed_story.runstore.keys import RunKeys, StoryKeys
-from seed_story.runstore.records import ManifestRow, StoryFailure, StoryPlan, StoryRecord
+from seed_story.runstore.records import StoryFailure, StoryPlan, StoryRecord
 from seed_story.storage import ObjectStore, get_model, put_model
 
 logger = logging.getLogger(__name__)
@@ -26,30 +26,17 @@ class RunPlan(BaseModel):
     failed: list[StoryFailure] = Field(default_factory=list)
 
 
-def resolve_image_uri(image: str, folder: str) -> str:
-    """Absolute form of a manifest's image reference: ``s3://`` and absolute paths as given, ``file://``
-    as a path, relative paths inside the manifest's folder (a local folder or an ``s3://`` prefix)."""
-    if image.startswith("s3://"):
-        return image
-    if image.startswith("file://"):
-        return image.removeprefix("file://")
-    if image.startswith("/"):
-        return image
-    if folder.startswith("s3://"):
-        return folder.rstrip("/") + "/" + str(PurePosixPath(image))
-    return str(PurePosixPath(folder) / image)
-
-
-def story_plan(run_id: str, entry_line: int, row: ManifestRow, folder: str, spec: ModelSpec, version: str) -> StoryPlan:
+def story_plan(run_id: str, entry: ManifestEntry, spec: ModelSpec, version: str) -> StoryPlan:
+    row = entry.row
     settings = spec.settings_json()
     if row.sampling is not None:
         settings["writer"]["sampling"] = row.sampling.model_dump(mode="json")
     return StoryPlan(
         run_id=run_id,
         story_id=row.story_id,
-        line=entry_line,
+        line=entry.line,
         row=row,
-        image_uri=resolve_image_uri(row.image, folder),
+        image_uri=entry.image_uri,
         model_version=version,
         settings=settings,
     )
@@ -66,7 +53,7 @@ def plan_run(
     store.put_bytes(RunKeys(run_id).manifest_copy(PurePosixPath(manifest.source).name), manifest_bytes)
     plan = RunPlan(run_id=run_id, model_version=version, pending=[])
     for entry in manifest.entries:
-        wanted = story_plan(run_id, entry.line, entry.row, manifest.folder, spec, version)
+        wanted = story_plan(run_id, entry, spec, version)
         keys = StoryKeys(run_id, entry.row.story_id)
         if store.exists(keys.request):
             stored = get_model(store, keys.request, StoryPlan)

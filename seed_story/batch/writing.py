@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 
+import torch
 from pydantic import BaseModel, Field
 
 from seed_story.batch.codecs import encode_generator_state, features_from_bytes, features_to_bytes, generator_state
+from seed_story.batch.isolation import failure_reason, story_by_story
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.generation.records import ResumeStep, StoryRequest, WrittenStep
-from seed_story.generation.settings import WriterSettings
+from seed_story.generation.settings import InputLimits, WriterSettings
 from seed_story.runstore.keys import StoryKeys
 from seed_story.runstore.records import StepRecord, StoryFailure, StoryPlan, WritingDone
 from seed_story.storage import ObjectStore, get_model, put_model
@@ -66,51 +69,84 @@ def _writer_settings(pipeline: StoryPipeline, settings: WriterSettings) -> Itera
         pipeline.writer.settings = previous
 
 
-def write_stories(store: ObjectStore, plans: list[StoryPlan], pipeline: StoryPipeline, attempt: str) -> WriteReport:
+def write_stories(
+    store: ObjectStore, plans: list[StoryPlan], pipeline: StoryPipeline, attempt: str, limits: InputLimits | None = None
+) -> WriteReport:
     """Write (or finish writing) every story of ``plans`` that the MLLM has not finished.
 
     Stories are grouped by writer settings (one batch per group). Each step's features are stored before its
-    :class:`StepRecord`, which is the commit mark; the story's :class:`WritingDone` comes last.
+    :class:`StepRecord`, which is the commit mark; the story's :class:`WritingDone` comes last. A story whose
+    texts are over ``limits`` in tokens (checked before any batch is built) or whose features come out not finite
+    fails alone; a batch that raises is retried story by story (each from its stored steps).
     """
+    limits = limits or InputLimits()
     report = WriteReport()
     groups: dict[str, list[StoryPlan]] = {}
     for plan in plans:
-        if not store.exists(StoryKeys(plan.run_id, plan.story_id).written):
-            groups.setdefault(WriterSettings.model_validate(plan.settings["writer"]).model_dump_json(), []).append(plan)
-    for settings_json, group in groups.items():
-        requests, todo = [], []
-        for plan in group:
-            keys = StoryKeys(plan.run_id, plan.story_id)
-            steps = stored_steps(store, keys)
-            report.resumed += len(steps)
-            if len(steps) >= plan.row.num_steps:  # crashed after its last step, before the done mark
-                put_model(store, keys.written, WritingDone(story_id=plan.story_id, steps=len(steps),
-                                                           stop_reason="steps", attempt=attempt))  # fmt: skip
-                continue
-            requests.append(_request(store, plan, steps))
-            todo.append(plan)
-        if not todo:
+        if store.exists(StoryKeys(plan.run_id, plan.story_id).written):
             continue
+        try:
+            limits.check_tokens(plan.row.text, plan.row.texts, pipeline.writer.encode)
+        except ValueError as err:
+            report.failures.append(StoryFailure(story_id=plan.story_id, stage="mllm", reason=failure_reason(err)))
+            continue
+        groups.setdefault(WriterSettings.model_validate(plan.settings["writer"]).model_dump_json(), []).append(plan)
+    for settings_json, group in groups.items():
         with _writer_settings(pipeline, WriterSettings.model_validate_json(settings_json)):
-            stories = pipeline.write_story(requests, on_step=_persister(store, todo, attempt, report))
-        for plan, request, story in zip(todo, requests, stories, strict=True):
-            total = len(request.resume) + len(story.steps)
-            if total == 0:
-                report.failures.append(StoryFailure(story_id=plan.story_id, stage="mllm", reason=(
-                    f"the model wrote no picture for the first step (stopped: {story.stop_reason})"
-                )))  # fmt: skip
-                continue
-            done = WritingDone(story_id=plan.story_id, steps=total, stop_reason=story.stop_reason, attempt=attempt)
-            put_model(store, StoryKeys(plan.run_id, plan.story_id).written, done)
+            write = partial(_write_batch, store, pipeline, attempt, report)
+            report.failures += story_by_story(group, write, lambda plan: plan.story_id, "mllm")
     return report
 
 
+def _write_batch(
+    store: ObjectStore, pipeline: StoryPipeline, attempt: str, report: WriteReport, group: list[StoryPlan]
+) -> list[StoryFailure]:
+    """Write ``group`` as one batch, each story from its stored steps; returns the stories that failed."""
+    requests, todo = [], []
+    for plan in group:
+        keys = StoryKeys(plan.run_id, plan.story_id)
+        steps = stored_steps(store, keys)
+        report.resumed += len(steps)
+        if len(steps) >= plan.row.num_steps:  # crashed after its last step, before the done mark
+            put_model(store, keys.written, WritingDone(story_id=plan.story_id, steps=len(steps),
+                                                       stop_reason="steps", attempt=attempt))  # fmt: skip
+            continue
+        requests.append(_request(store, plan, steps))
+        todo.append(plan)
+    if not todo:
+        return []
+    bad: dict[int, str] = {}
+    stories = pipeline.write_story(requests, on_step=_persister(store, todo, attempt, report, bad))
+    failures = [StoryFailure(story_id=todo[i].story_id, stage="mllm", reason=reason) for i, reason in bad.items()]
+    for i, (plan, request, story) in enumerate(zip(todo, requests, stories, strict=True)):
+        if i in bad:
+            continue
+        total = len(request.resume) + len(story.steps)
+        if total == 0:
+            failures.append(StoryFailure(story_id=plan.story_id, stage="mllm", reason=(
+                f"the model wrote no picture for the first step (stopped: {story.stop_reason})"
+            )))  # fmt: skip
+            continue
+        done = WritingDone(story_id=plan.story_id, steps=total, stop_reason=story.stop_reason, attempt=attempt)
+        put_model(store, StoryKeys(plan.run_id, plan.story_id).written, done)
+    return failures
+
+
 def _persister(
-    store: ObjectStore, plans: list[StoryPlan], attempt: str, report: WriteReport
+    store: ObjectStore, plans: list[StoryPlan], attempt: str, report: WriteReport, bad: dict[int, str]
 ) -> Callable[[int, WrittenStep], None]:
-    """The ``on_step`` callback that stores each written step: features first, then the step record."""
+    """The ``on_step`` callback that stores each written step: features first, then the step record.
+
+    A step whose features are not finite is not stored: its story goes into ``bad`` (index -> reason) and
+    nothing more of it is stored; the batch writes on for the others.
+    """
 
     def persist(index: int, step: WrittenStep) -> None:
+        if index in bad:
+            return
+        if not torch.isfinite(step.features).all():
+            bad[index] = f"the features written for step {step.index} are not finite (NaN or inf)"
+            return
         keys = StoryKeys(plans[index].run_id, plans[index].story_id)
         feature_key = keys.step_features(step.index)
         store.put_bytes(feature_key, features_to_bytes(step.features))

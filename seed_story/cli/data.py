@@ -25,9 +25,15 @@ def ingest_storystream(
     ),
     shard_size: int = typer.Option(1000, "--shard-size", min=1, help="Chunks per shard."),
     row_group_size: int = typer.Option(32, "--row-group-size", min=1, help="Chunks per row group."),
+    allow_root: list[Path] = typer.Option(
+        [], "--allow-root", help="A folder besides IMAGE_DIR that image paths may lead into (repeatable)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Validate, chunk and write every story; report what was kept and what was skipped, and why."""
+    """Validate, chunk and write every story; report what was kept and what was skipped, and why.
+
+    Image paths must stay inside IMAGE_DIR (symlinks included) or an --allow-root; others are skipped.
+    """
     from seed_story.data.ingest import expand_jsonl
     from seed_story.data.ingest import ingest_storystream as ingest
 
@@ -37,7 +43,7 @@ def ingest_storystream(
         raise typer.Exit(1)
     with progress_bar("ingesting", enabled=not as_json) as progress:
         report = ingest(files, image_dir, out_dir, chunk_length=chunk_length, shard_size=shard_size,
-                        row_group_size=row_group_size, progress=progress)  # fmt: skip
+                        row_group_size=row_group_size, progress=progress, allowed_roots=allow_root)  # fmt: skip
     if as_json:
         typer.echo(json.dumps(report.model_dump(), indent=2))
         return

@@ -63,16 +63,27 @@ def eval_run(
     s3_endpoint_url: str | None = typer.Option(
         None, "--s3-endpoint-url", help="S3-compatible endpoint (MinIO...); default: AWS_ENDPOINT_URL, else AWS."
     ),
+    force: bool = typer.Option(False, "--force", help="Score a run that is not from the story world anyway."),
 ) -> None:
-    """Score a run's story-world stories: character/style consistency, text-image agreement, text coherence."""
+    """Score a run's story-world stories: character/style consistency, text-image agreement, text coherence.
+
+    A run whose stories do not open with story-world captions is refused: its scores would mean nothing.
+    """
     from seed_story.storage import S3Settings, open_store
-    from seed_story.storyworld.judge.report import evaluate_run
+    from seed_story.storyworld.judge.report import NotStoryWorldRun, evaluate_run
 
     if s3_endpoint_url and not store.startswith("s3://"):
         raise typer.BadParameter("--s3-endpoint-url only applies to s3:// stores", param_hint="--s3-endpoint-url")
     objects = open_store(store, S3Settings(endpoint_url=s3_endpoint_url) if s3_endpoint_url else None)
-    with progress_bar("judging") as progress:
-        report = evaluate_run(objects, run, progress)
+    try:
+        with progress_bar("judging") as progress:
+            report = evaluate_run(objects, run, progress, force=force)
+    except NotStoryWorldRun as err:
+        typer.secho(f"error: {err} (--force scores it anyway)", fg="red", err=True)
+        raise typer.Exit(1) from err
+    if report.not_storyworld:
+        typer.secho(f"warning: {len(report.not_storyworld)} stories do not open in the story world (first: "
+                    f"{report.not_storyworld[0]}); their scores mean little", fg="yellow", err=True)  # fmt: skip
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(report.model_dump_json(indent=2))

@@ -47,7 +47,7 @@ def run_night(settings: NightlySettings, *, progress: bool = True, console: Cons
     from seed_story.batch.sources import load_manifest
 
     console = console or Console(stderr=True)
-    manifest, _ = load_manifest(settings.manifest, settings.s3)
+    manifest, _ = load_manifest(settings.manifest, settings.s3, settings.image_roots, settings.limits)
     done = threading.Event()
     watcher = None
     if progress:
@@ -81,6 +81,9 @@ def _print_summary(summary: RunSummary, store: str, console: Console) -> None:
 
 def generate(
     manifest: str = typer.Option(..., "--manifest", "-m", help="JSONL, CSV or Parquet manifest (path or s3:// URI)."),
+    image_roots: list[str] = typer.Option(
+        [], "--image-root", help="Folder or s3:// prefix besides the manifest's folder that images may come from."
+    ),
     store: str = typer.Option(..., "--store", "-s", help="Store root: a folder, file:// or s3://bucket/prefix."),
     model: str = typer.Option(
         ..., "--model", help="Checkpoint folder (this project's or a released pretrained/), or models://name@alias."
@@ -112,7 +115,8 @@ def generate(
     try:
         wanted = [f.strip() for f in formats.split(",") if f.strip() and f.strip() != "none"]
         settings = NightlySettings(
-            manifest=manifest, store=store, run_id=run_id, s3=S3Settings(endpoint_url=s3_endpoint_url),
+            manifest=manifest, image_roots=image_roots, store=store, run_id=run_id,
+            s3=S3Settings(endpoint_url=s3_endpoint_url),
             registry=registry, model=ModelSpec(path=model, device=device, dtype=dtype, writer=WriterSettings(),
                             draw=DrawSettings(num_inference_steps=draw_steps, guidance_scale=guidance)),
             write_batch_size=write_batch, draw_batch_size=draw_batch,

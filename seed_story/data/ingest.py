@@ -6,7 +6,7 @@ The report is also written next to the shards as ``ingest-report.json``.
 from __future__ import annotations
 
 import glob
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from seed_story.data.shards import SHARD_SUFFIX, ShardStore, as_store, write_shards
@@ -40,10 +40,12 @@ def ingest_storystream(
     shard_size: int = 1000,
     row_group_size: int = 32,
     progress: Callable[[int, int], None] | None = None,
+    allowed_roots: Sequence[str | Path] = (),
 ) -> IngestReport:
     """Validate, chunk and write every story of ``jsonl_files`` as shards into ``store``.
 
-    ``progress(lines done, lines in all)`` is called as the jsonl lines are read.
+    ``progress(lines done, lines in all)`` is called as the jsonl lines are read. Image paths must lead inside
+    ``image_dir`` or one of ``allowed_roots``; the others are skipped and reported (``image_outside``).
 
     Example::
 
@@ -65,7 +67,9 @@ def ingest_storystream(
             done += 1
             progress(done, total)
 
-    chunks = read_storystream(files, image_dir, report, chunk_length=chunk_length, on_line=on_line)
+    chunks = read_storystream(
+        files, image_dir, report, chunk_length=chunk_length, on_line=on_line, allowed_roots=allowed_roots
+    )
 
     def counted() -> Iterator[StoryChunk]:
         for chunk in chunks:

@@ -4,8 +4,9 @@ The StoryStream release is jsonl files whose lines are ``{"id", "images", "capti
 keyframes per story, image paths relative to an image folder). As the release's ``chunk_data.py``, each story is cut
 into consecutive non-overlapping chunks of ``chunk_length`` (10) and a partial tail is dropped. Anything wrong (bad
 JSON, a missing key, images and captions of different lengths, a story shorter than one chunk, a missing or undecodable
-image) is recorded in an :class:`IngestReport` and skipped: the run never stops on bad data, and nothing is dropped
-without a line in the report.
+image, an image path that leads outside the image folder) is recorded in an :class:`IngestReport` and skipped: the
+run never stops on bad data, and nothing is dropped without a line in the report. Image paths are resolved, symlinks
+included, before anything is read; absolute ones are read only inside roots the caller allows.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -21,10 +22,13 @@ from PIL import Image
 from pydantic import Field, ValidationError
 
 from seed_story.config import StrictModel
+from seed_story.storage.paths import OutsideRoots, inside_local
 
 ProblemKind = Literal[
-    "invalid_json", "invalid_record", "length_mismatch", "too_short", "missing_image", "corrupt_image"
+    "invalid_json", "invalid_record", "length_mismatch", "too_short", "missing_image", "corrupt_image", "image_outside"
 ]
+# A StoryStream keyframe is ~100 KB: a file this big is not one, and is refused before it is read.
+MAX_IMAGE_BYTES = 64 << 20
 
 
 class StoryLine(StrictModel):
@@ -81,9 +85,20 @@ def chunk_ranges(num_images: int, chunk_length: int) -> list[range]:
     return [range(s, s + chunk_length) for s in range(0, num_images - chunk_length + 1, chunk_length)]
 
 
-def read_image_bytes(path: Path) -> bytes:
-    """The file's bytes, after checking that they decode to a picture; raises ``OSError`` otherwise."""
-    data = path.read_bytes()
+def read_image_bytes(path: Path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
+    """The file's bytes, after checking that they decode to a picture; raises ``OSError`` otherwise.
+
+    The size and the header are checked first, so a large file or a non-picture is refused without reading it.
+    """
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise OSError(f"{path.name} is {size} bytes, over the {max_bytes} byte limit")
+    try:
+        Image.open(path).close()  # reads the header only
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise OSError(f"cannot decode {path.name}: {err}") from err
+    with path.open("rb") as f:
+        data = f.read(max_bytes)  # bounded even if the file grew since stat
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()  # a full decode: ``verify()`` alone misses truncated files
@@ -113,10 +128,30 @@ def parse_line(raw: bytes, source: str, report: IngestReport) -> StoryLine | Non
     return line
 
 
+def load_release_image(name: str, image_dir: Path, roots: Sequence[str | Path] = ()) -> bytes | tuple[ProblemKind, str]:
+    """The bytes of the image a line names, or why it is skipped; its path is checked before anything is read."""
+    try:
+        path = inside_local(name, image_dir, roots)
+    except OutsideRoots as err:
+        return "image_outside", str(err)
+    if not path.is_file():
+        return "missing_image", name
+    try:
+        return read_image_bytes(path)
+    except OSError as err:
+        return "corrupt_image", str(err)
+
+
 def story_chunks(
-    line: StoryLine, source: str, image_dir: Path, chunk_length: int, report: IngestReport
+    line: StoryLine,
+    source: str,
+    image_dir: Path,
+    chunk_length: int,
+    report: IngestReport,
+    roots: Sequence[str | Path] = (),
 ) -> Iterator[StoryChunk]:
-    """The complete chunks of one story whose images all load; the others are recorded in ``report``."""
+    """The complete chunks of one story whose images all load; the others are recorded in ``report``.
+    Image paths must lead inside ``image_dir`` or one of ``roots``."""
     story_id = str(line.id)
     ranges = chunk_ranges(len(line.images), chunk_length)
     if not ranges:
@@ -127,16 +162,11 @@ def story_chunks(
     for index, span in enumerate(ranges):
         images: list[bytes] = []
         for name in (line.images[i] for i in span):
-            path = image_dir / name
-            if not path.is_file():
-                kind: ProblemKind = "missing_image"
-                detail = name
-            else:
-                try:
-                    images.append(read_image_bytes(path))
-                    continue
-                except OSError as err:
-                    kind, detail = "corrupt_image", str(err)
+            loaded = load_release_image(name, image_dir, roots)
+            if isinstance(loaded, bytes):
+                images.append(loaded)
+                continue
+            kind, detail = loaded
             report.problems.append(
                 IngestProblem(kind=kind, source=source, story_id=story_id, chunk_index=index, detail=detail)
             )
@@ -160,10 +190,12 @@ def read_storystream(
     *,
     chunk_length: int = 10,
     on_line: Callable[[], None] | None = None,
+    allowed_roots: Sequence[str | Path] = (),
 ) -> Iterator[StoryChunk]:
     """Every good chunk of every story in ``jsonl_files`` (in file then line order); problems go to ``report``.
 
-    ``on_line()`` is called once per line read, blank ones included.
+    ``on_line()`` is called once per line read, blank ones included. An image path must lead inside
+    ``image_dir`` or one of ``allowed_roots`` (symlinks followed); others are skipped as ``image_outside``.
 
     Example::
 
@@ -187,4 +219,4 @@ def read_storystream(
                 line = parse_line(raw, source, report)
                 if line is not None:
                     report.stories += 1
-                    yield from story_chunks(line, source, image_dir, chunk_length, report)
+                    yield from story_chunks(line, source, image_dir, chunk_length, report, allowed_roots)

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile
 
 from seed_story.components import Components, load_components
 from seed_story.generation.drawer import ImageDrawer
 from seed_story.generation.records import StoryOutput, StoryRequest, StoryStep, WrittenStep, WrittenStory
-from seed_story.generation.settings import DrawSettings, WriterSettings, check_story_texts
+from seed_story.generation.settings import DrawSettings, InputLimits, WriterSettings, check_story_texts
 from seed_story.generation.writer import StoryWriter
 from seed_story.models.visual_tokenizer import image_transform_batch
 
@@ -39,22 +40,48 @@ class StoryInput:
     seed: int = 0
 
 
-def load_image(image: ImageInput) -> Image.Image:
-    """Open a picture from a PIL image, a path or encoded bytes; ``ValueError`` says why it cannot be read."""
+def load_image(image: ImageInput, limits: InputLimits | None = None) -> Image.Image:
+    """Open a picture from a PIL image, a path or encoded bytes; ``ValueError`` says why it cannot be used.
+
+    A file over ``limits`` (default :class:`InputLimits`) in bytes or in pixels, as its header declares them, is
+    refused before anything is decoded, so no picture can make a worker allocate more than the limits allow.
+    """
     if isinstance(image, Image.Image):
         return image.convert("RGB")
+    limits = limits or InputLimits()
+    if isinstance(image, bytes):
+        limits.check_picture_bytes(len(image))
+        source: io.BytesIO | Path = io.BytesIO(image)
+    else:
+        source = Path(image)
+        if not source.is_file():
+            raise ValueError(f"opening image not found: {source}")
+        limits.check_picture_bytes(source.stat().st_size)
+    with _strict_decoding():
+        try:
+            opened = Image.open(source)  # reads the header only
+        except Exception as err:  # PIL raises several types for a file that is not a picture
+            raise ValueError(f"opening image cannot be read as a picture: {err}") from err
+        with opened:
+            limits.check_picture_pixels(*opened.size)
+            try:
+                opened.load()
+                return opened.convert("RGB")
+            except Exception as err:  # truncated or corrupt data: OSError, SyntaxError, zlib.error, ...
+                raise ValueError(f"opening image cannot be read as a picture: {err}") from err
+
+
+@contextmanager
+def _strict_decoding() -> Iterator[None]:
+    """PIL's process-wide settings while an untrusted picture is opened, restored afterwards: a truncated file is
+    an error even where another library turned tolerance on (weasyprint does, at import), and the pixel limit
+    alone decides on size (PIL's own bomb check would refuse some pictures before their size can be read)."""
+    truncated, bomb = ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS
+    ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = False, None
     try:
-        if isinstance(image, bytes):
-            opened = Image.open(io.BytesIO(image))
-        else:
-            path = Path(image)
-            if not path.is_file():
-                raise ValueError(f"opening image not found: {path}")
-            opened = Image.open(path)
-        opened.load()
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"opening image cannot be read as a picture: {err}") from err
-    return opened.convert("RGB")
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES, Image.MAX_IMAGE_PIXELS = truncated, bomb
 
 
 class StoryPipeline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -32,6 +33,61 @@ def check_story_texts(text: str, texts: list[str] | None, num_steps: int) -> Non
             raise ValueError(f"at most {MAX_STEPS} texts can be illustrated, got {len(texts)}")
     elif not 1 <= num_steps <= MAX_STEPS:
         raise ValueError(f"num_steps must be between 1 and {MAX_STEPS}, got {num_steps}")
+
+
+class InputLimits(StrictModel):
+    """What one story may bring, so that no row can take a batch (or a worker's memory) down with it.
+
+    Texts are checked when a manifest row is validated (characters, steps) and when writing starts (tokens);
+    pictures when they are read: file size before reading, pixels from the header before decoding.
+
+    Example::
+
+        >>> InputLimits().check_texts("x" * 5000, None, num_steps=25)
+        Traceback (most recent call last):
+        ValueError: opening text has 5000 characters, over the limit of 4000 (max_text_chars)
+    """
+
+    max_text_chars: int = Field(default=4000, ge=1, description="characters of the opening text and of each text")
+    max_text_tokens: int = Field(default=1024, ge=1, description="tokenizer tokens of the opening text and each text")
+    max_steps: int = Field(default=MAX_STEPS, ge=1, le=MAX_STEPS, description="steps, or texts to illustrate, per row")
+    max_picture_bytes: int = Field(default=32 * 2**20, ge=1, description="file size of an opening picture")
+    max_picture_pixels: int = Field(default=40_000_000, ge=1, description="width x height of an opening picture")
+
+    def check_texts(self, text: str, texts: list[str] | None, num_steps: int) -> None:
+        """Raise ``ValueError`` naming the limit unless a row's texts (characters) and step count fit."""
+        if num_steps > self.max_steps:
+            what = "texts to illustrate" if texts is not None else "steps"
+            raise ValueError(f"{num_steps} {what}, over the limit of {self.max_steps} (max_steps)")
+        self._check_chars(text, texts)
+
+    def check_tokens(self, text: str, texts: list[str] | None, encode: Callable[[str], list[int]]) -> None:
+        """Raise ``ValueError`` unless each text fits in ``max_text_tokens`` of ``encode`` (the writer's tokenizer)."""
+        self._check_chars(text, texts)  # never tokenize a megabyte
+        for what, t in _named_texts(text, texts):
+            n = len(encode(t))
+            if n > self.max_text_tokens:
+                raise ValueError(f"{what} has {n} tokens, over the limit of {self.max_text_tokens} (max_text_tokens)")
+
+    def _check_chars(self, text: str, texts: list[str] | None) -> None:
+        for what, t in _named_texts(text, texts):
+            if len(t) > self.max_text_chars:
+                raise ValueError(f"{what} has {len(t)} characters, over the limit of {self.max_text_chars} "
+                                 "(max_text_chars)")  # fmt: skip
+
+    def check_picture_bytes(self, size: int) -> None:
+        if size > self.max_picture_bytes:
+            raise ValueError(f"opening image has {size:,} bytes, over the limit of {self.max_picture_bytes:,} "
+                             "(max_picture_bytes)")  # fmt: skip
+
+    def check_picture_pixels(self, width: int, height: int) -> None:
+        if width * height > self.max_picture_pixels:
+            raise ValueError(f"opening image is {width}x{height} ({width * height:,} pixels), over the limit of "
+                             f"{self.max_picture_pixels:,} (max_picture_pixels)")  # fmt: skip
+
+
+def _named_texts(text: str, texts: list[str] | None) -> list[tuple[str, str]]:
+    return [("opening text", text), *((f"text {i + 1}", t) for i, t in enumerate(texts or []))]
 
 
 class SamplingSettings(StrictModel):

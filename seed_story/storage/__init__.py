@@ -22,6 +22,7 @@ from seed_story.storage.base import (
     put_model,
 )
 from seed_story.storage.local import LocalObjectStore, atomic_file
+from seed_story.storage.paths import OutsideRoots, inside_local, inside_s3
 from seed_story.storage.s3 import S3ObjectStore, S3Settings
 from seed_story.storage.sync import download, exclusive_lock, publish, staged_folder, upload
 from seed_story.storage.uri import open_store
@@ -33,6 +34,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectNotFound",
     "ObjectStore",
+    "OutsideRoots",
     "S3ObjectStore",
     "S3Settings",
     "StorageError",
@@ -41,6 +43,8 @@ __all__ = [
     "download",
     "exclusive_lock",
     "get_model",
+    "inside_local",
+    "inside_s3",
     "join_key",
     "key_uri",
     "open_store",

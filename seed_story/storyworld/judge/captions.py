@@ -74,3 +74,12 @@ def parse_caption(caption: str) -> CaptionMentions:
         unknown_names=tuple(unknown),
         name_tokens=len(found),
     )
+
+
+def is_world_caption(caption: str) -> bool:
+    """Whether ``caption`` reads as the story world writes: it names a cast member and a scene, and no one else.
+
+    Every story-world opening does; a prompt from elsewhere ("The blue frog runs to the barn.") does not.
+    """
+    mentions = parse_caption(caption)
+    return bool(mentions.names) and mentions.scene is not None and not mentions.unknown_names
