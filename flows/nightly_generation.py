@@ -67,6 +67,13 @@ def _gather(futures: list[PrefectFuture], batches: list[list[StoryPlan]], stage:
     return results
 
 
+def attempt_id() -> str:
+    """This attempt's id in the run's records: the flow run's id and its run count (a flow retry keeps the flow
+    run's id, so the count tells a crashed attempt from its retry); a random id outside Prefect."""
+    run = flow_run.get_id()
+    return f"{run}.{flow_run.run_count}" if run else uuid.uuid4().hex
+
+
 @contextmanager
 def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
     start = time.perf_counter()
@@ -79,7 +86,7 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
     """Generate every story of ``settings.manifest`` into ``settings.store`` and render the books."""
     log = get_run_logger()
     started, seconds = now(), {}
-    attempt = flow_run.get_id() or uuid.uuid4().hex
+    attempt = attempt_id()
     run_id = settings.resolved_run_id()
     settings = settings.model_copy(update={"run_id": run_id})  # every task sees the same run
 

@@ -153,3 +153,21 @@ def test_storage_errors_are_retried_and_bad_data_is_not(prefect_api):
 
     assert both() == ["ok", "ValueError"]
     assert calls == {"storage": 2, "data": 1}
+
+
+def test_each_attempt_of_a_retried_flow_run_has_its_own_id(prefect_api):
+    from prefect import flow
+
+    from flows.nightly_generation import attempt_id
+
+    seen: list[str] = []
+
+    @flow(retries=1, retry_delay_seconds=0)
+    def flaky() -> None:
+        seen.append(attempt_id())
+        if len(seen) == 1:
+            raise RuntimeError("the first attempt crashes")
+
+    flaky()
+    assert len(seen) == 2 and seen[0] != seen[1]
+    assert seen[0].rsplit(".", 1)[0] == seen[1].rsplit(".", 1)[0]  # one flow run, two attempts
