@@ -60,9 +60,9 @@ def pinned_model(
     """``spec`` with a local folder as its path, and the version label the run's stories record."""
     if not is_model_ref(spec.path):
         return spec, model_version(spec.path)
-    pin = pin_run(run_store, run_id, spec.path, Registry(registry_store))
+    registry = Registry(registry_store)
+    pin = pin_run(run_store, run_id, spec.path, registry)
     if pin.name != parse_model_ref(spec.path).name:
         raise ValueError(f"run {run_id} is pinned to {pin.label}, not a version of {spec.path}: use a new run id")
-    registry = Registry(registry_store)
     folder = registry.fetch(registry.version(pin.name, pin.version_id), cache_dir.expanduser())
     return spec.model_copy(update={"path": str(folder)}), pin.label

@@ -99,6 +99,10 @@ class ToyData(StrictModel):
         return self
 
 
+def _as_list(shards: str | list[str]) -> list[str]:
+    return [shards] if isinstance(shards, str) else list(shards)
+
+
 class StoryStreamData(StrictModel):
     """StoryStream Parquet shards (``seed-story data ingest-storystream``) streamed by ``StoryStreamDataset``.
 
@@ -120,10 +124,14 @@ class StoryStreamData(StrictModel):
     @field_validator("shards")
     @classmethod
     def _some_shards(cls, value: str | list[str]) -> str | list[str]:
-        paths = [value] if isinstance(value, str) else value
+        paths = _as_list(value)
         if not paths or not all(p.strip() for p in paths):
             raise ValueError("no StoryStream shards configured: data.shards names no folder or file")
         return value
+
+    def shard_paths(self) -> list[str]:
+        """``shards`` as a list of folders and files."""
+        return _as_list(self.shards)
 
     batch_size: int = Field(30, gt=0, description="samples per batch on each data-parallel rank")
     num_workers: int = Field(0, ge=0, description="DataLoader workers per rank (resume needs the same number)")

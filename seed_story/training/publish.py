@@ -48,7 +48,7 @@ class PublishResult(StrictModel):
 def _shards(cfg: TrainConfig) -> list[str]:
     if not isinstance(cfg.data, StoryStreamData):
         return []
-    return [cfg.data.shards] if isinstance(cfg.data.shards, str) else list(cfg.data.shards)
+    return cfg.data.shard_paths()
 
 
 def publish_run(
