@@ -7,6 +7,7 @@ world -> shards + tokenizer -> vision and vae -> stage 1 and stage 2 -> stage 3 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 from itertools import pairwise
@@ -54,7 +55,16 @@ def test_mini_stage2_phases_start_from_each_other() -> None:
 
 def _make_plan() -> list[list[str]]:
     """The commands ``make -n train-mini`` would run from a clean checkout (no world, no runs), in order."""
-    out = subprocess.run(["make", "-n", "-B", "train-mini"], cwd=ROOT, capture_output=True, text=True, check=True)
+    # Under `make test` (CI) this make is a sub-make: without --no-print-directory it prints "Entering directory".
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    out = subprocess.run(
+        ["make", "--no-print-directory", "-n", "-B", "train-mini"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
     return [shlex.split(line) for line in out.stdout.splitlines() if line.strip()]
 
 
