@@ -14,7 +14,7 @@ from seed_story.data.ingest import ingest_storystream
 from seed_story.examples import bundled_model
 from seed_story.storyworld.world import write_storyworld
 from seed_story.training.config import GateConfig
-from seed_story.training.gate import decide, heldout_metrics, judge
+from seed_story.training.gate import decide, heldout_metrics, judge, judge_metrics
 
 MINI = bundled_model()
 pytestmark = pytest.mark.skipif(MINI is None, reason="the bundled SEED-Story-Mini checkpoint is not installed")
@@ -67,3 +67,25 @@ def test_a_damaged_candidate_fails_and_an_equal_one_passes(heldout: Path, damage
     assert first.passed and first.reasons == ["no production version yet"]
     with pytest.raises(ValueError, match="unknown gate metrics"):
         decide(gate.model_copy(update={"metrics": ["accuracy"]}), MINI, None, candidate="x", production=None)
+
+
+def test_judge_metrics_need_the_judge_source() -> None:
+    with pytest.raises(ValueError, match=r"needs gate\.judge"):
+        GateConfig(metrics=["judge_reconstruction"])
+    with pytest.raises(ValueError, match=r"needs gate\.data"):
+        GateConfig(judge={"stories": 1})  # the default metric is the held-out loss
+
+
+def test_the_story_world_judge_gates_a_story_world_model(damaged: Path) -> None:
+    """The judge reads back what each model draws for held-out story-world captions; noise in the output
+    resampler draws the wrong characters and scenes, and the gate says so metric by metric."""
+    gate = GateConfig(judge={"stories": 3, "steps": 3, "draw_steps": 8}, margin=0.05,
+                      metrics=["judge_reconstruction", "judge_character_consistency"])  # fmt: skip
+    mini = judge_metrics(MINI, gate)
+    assert mini == judge_metrics(MINI, gate)  # same stories, same seeds: the same numbers
+    assert mini["judge_frames"] == 3 * (3 + 1) and 0 < mini["judge_reconstruction"] <= 1
+    bad = decide(gate, damaged, MINI, candidate="bad", production="mini")
+    assert bad.production_metrics == mini
+    assert not bad.passed and bad.candidate_metrics["judge_reconstruction"] < mini["judge_reconstruction"]
+    assert bad.reasons[0].startswith("judge_reconstruction") and " < " in bad.reasons[0]
+    assert judge(gate, "mini-again", mini, "mini", mini).passed

@@ -57,7 +57,8 @@ def _fine_tune(store: str, work: Path, worlds: dict[str, Path], run_name: str, l
     overrides = {
         "init": str(MINI), "learning_rate": lr, "warmup_steps": 0, "mixed_precision": "no",
         "data": {**SHARDS, "shards": str(worlds["new"])},
-        "gate": {"data": {**SHARDS, "shards": str(worlds["heldout"])}, "batches": 2, "margin": 0.02},
+        "gate": {"data": {**SHARDS, "shards": str(worlds["heldout"])}, "batches": 2, "margin": 0.02,
+                 "judge": {"stories": 1, "steps": 2, "draw_steps": 2}},  # judged and kept, gated on the loss
     }  # fmt: skip
     settings = TrainFlowSettings(config="configs/train/mini_finetune.yaml", store=store, s3=s3, run_name=run_name,
                                  work_dir=str(work), max_steps=2, save_every=2, overrides=overrides,
@@ -90,6 +91,7 @@ def _loop(store: str, s3: S3Settings, worlds: dict[str, Path], manifest: Path, w
     assert f"seed-story@{new.version_id}" == tuned.model_version and new.parent == base.version_id
     gate = new.gate or {}
     assert gate["passed"] and gate["production"] == base.version_id and gate["production_metrics"]["heldout_loss"] > 0
+    assert gate["candidate_metrics"]["judge_frames"] == 3 and "judge_reconstruction" in new.metrics
 
     assert _night(store, manifest, "night-1", work, s3) == (tuned.model_version,) * 2
     registry.rollback("seed-story", by="test", reason="books looked wrong")

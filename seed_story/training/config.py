@@ -152,18 +152,50 @@ class StoryStreamData(StrictModel):
     )
 
 
+class JudgeGate(StrictModel):
+    """Story-world stories the candidate illustrates for the judge (``seed_story.storyworld.judge``).
+
+    Each model illustrates the true captions of ``stories`` stories of a world seed it never trained on, from
+    their true openings (the judge's ``story`` condition); the judge reads the pictures back.
+    """
+
+    world_seed: int = Field(11, description="a story-world seed no training run used")
+    stories: int = Field(4, gt=0)
+    steps: int = Field(4, gt=0, description="steps after the opening, per story")
+    draw_steps: int = Field(10, gt=0, description="denoising steps per picture (few: the same for both models)")
+    guidance: float = Field(1.0, ge=1, description="classifier-free guidance (SEED-Story-Mini's 1.0)")
+
+
 class GateConfig(StrictModel):
-    """Where the held-out set is and what a candidate must do on it (``seed_story.training.gate``).
+    """What a candidate is scored on and what it must do there (``seed_story.training.gate``).
+
+    Two sources: ``data``, held-out StoryStream shards scored with the stage-2 losses (``heldout_*``, lower is
+    better), and ``judge``, story-world stories drawn and read back by the judge (``judge_*``, higher is better).
+    Each metric named needs its source.
 
     Example (YAML, in a training config)::
 
         gate: {data: {kind: storystream, shards: shards/heldout, batch_size: 8}, batches: 8, margin: 0.01}
+        gate: {judge: {stories: 4}, metrics: [judge_reconstruction, judge_character_consistency], margin: 0.05}
     """
 
-    data: StoryStreamData = Field(description="held-out shards, read once in order with data.seed (default 0)")
+    data: StoryStreamData | None = Field(
+        None, description="held-out shards, read once in order with data.seed (default 0)"
+    )
     batches: int = Field(8, gt=0, description="batches scored per model (fewer if the held-out set ends first)")
-    margin: float = Field(0.0, ge=0, description="allowed relative loss increase over production")
+    judge: JudgeGate | None = Field(None, description="story-world stories scored by the judge")
+    margin: float = Field(0.0, ge=0, description="allowed relative loss increase (score decrease) over production")
     metrics: list[str] = Field(default_factory=lambda: ["heldout_loss"], min_length=1)
+
+    @model_validator(mode="after")
+    def _sources_named(self) -> GateConfig:
+        for metric in self.metrics:
+            source = metric.split("_", 1)[0]
+            if source == "heldout" and self.data is None:
+                raise ValueError(f"gate metric {metric} needs gate.data (held-out shards)")
+            if source == "judge" and self.judge is None:
+                raise ValueError(f"gate metric {metric} needs gate.judge (story-world stories)")
+        return self
 
 
 class PictureData(StrictModel):
