@@ -1,9 +1,10 @@
 """``nightly_generation``: a manifest of story prompts in, stored story sequences and storybooks out.
 
 read + validate manifest -> pin the model (a models:// alias is resolved once per run) -> plan (skip finished
-stories) -> tokenizer (openings, mapped over micro-batches)
--> MLLM (stories in micro-batches, every step persisted) -> de-tokenizer (all stored feature sets, batched
-across stories) -> finish (sequence.parquet + story.json) -> render books -> export -> summary + artifact.
+stories, lease the rest: stories another live attempt holds are left to it) -> tokenizer (openings, mapped
+over micro-batches) -> MLLM (stories in micro-batches, every step persisted) -> de-tokenizer (all stored
+feature sets, batched across stories) -> finish (sequence.parquet + story.json) -> render books -> export
+-> summary + artifact.
 
 A crash anywhere resumes on the next run with the same ``run_id``: finished stories are skipped, written steps
 are replayed rather than decoded again, drawn pictures are kept.
@@ -23,6 +24,7 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
 from seed_story.batch.drawing import DrawReport
+from seed_story.batch.leases import LeaseKeeper
 from seed_story.batch.progress import ProgressPublisher
 from seed_story.batch.summary import summary_markdown
 from seed_story.batch.writing import WriteReport
@@ -90,17 +92,21 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
     run_id = settings.resolved_run_id()
     settings = settings.model_copy(update={"run_id": run_id})  # every task sees the same run
 
-    with _timed(seconds, "plan"):
+    with _timed(seconds, "manifest"):
         manifest, data = read_manifest_task(settings)
         spec, version = pin_model_task(settings)
         settings = settings.model_copy(update={"model": spec})  # every task runs the pinned, local copy
-        plan = plan_task(settings, manifest, data, version)
-    failures: list[StoryFailure] = list(plan.failed)
     total = sum(e.row.num_steps for e in manifest.entries)
     # Tasks count what they persist; one small record tells watchers how far the run is.
     publisher = ProgressPublisher(settings.open_store(), run_id, settings.part, total_steps=total)
+    # This attempt holds the stories it works on while it lives (another run skips them, or takes them over once
+    # this one is gone); its writers stop writing a story it lost.
+    keeper = LeaseKeeper(settings.open_store(), run_id, attempt, settings.lease_seconds)
 
-    with publisher:
+    with keeper, publisher:
+        with _timed(seconds, "plan"):
+            plan = plan_task(settings, manifest, data, version, attempt)
+        failures: list[StoryFailure] = list(plan.failed)
 
         def live() -> list[StoryPlan]:
             bad = {f.story_id for f in failures}
@@ -108,7 +114,7 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
 
         with _timed(seconds, "tokenizer"):
             batches = chunks(live(), settings.encode_batch_size)
-            futures = tokenizer_task.map([settings] * len(batches), batches)
+            futures = tokenizer_task.map([settings] * len(batches), batches, [attempt] * len(batches))
             failures += [f for found in _gather(futures, batches, "tokenizer", failures) for f in found]
 
         with _timed(seconds, "mllm"):
@@ -128,8 +134,11 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
 
         with _timed(seconds, "finish"):
             unique = list({f.story_id: f for f in failures}.values())
-            completed, failed = finish_task(settings, plan.pending, [f for f in unique if f.story_id in owners])
+            completed, failed = finish_task(settings, plan.pending, [f for f in unique if f.story_id in owners],
+                                             attempt)  # fmt: skip
             failed += [f for f in unique if f.story_id not in owners]  # conflicts: their folders are not touched
+        lost = {f.story_id: f.reason for f in failed if f.stage == "lease"}  # taken over: the taker finishes them
+        failed = [f for f in failed if f.stage != "lease"]
 
     with _timed(seconds, "render+export"):
         if settings.render is not None:
@@ -149,15 +158,20 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
         skipped_finished=plan.finished,
         completed=completed,
         failed=failed,
+        leased_elsewhere={**plan.leased_elsewhere, **lost},
         steps_written=sum(r.written for r in reports),
         steps_resumed=sum(r.resumed for r in reports),
         pictures_drawn=sum(r.drawn for r in draws),
         seconds=seconds,
     )
+    put_model(settings.open_store(), RunKeys(run_id).attempt_summary(attempt), summary)
     put_model(settings.open_store(), RunKeys(run_id).summary(settings.part), summary)
     create_markdown_artifact(
         summary_markdown(summary), key=artifact_key("nightly", run_id, settings.part), description="Nightly run"
     )
     log.info("run %s: %d completed, %d failed, %d skipped (finished before), %d bad rows", run_id,
              len(completed), len(failed), len(plan.finished), len(manifest.problems))  # fmt: skip
+    if summary.leased_elsewhere:
+        log.warning("run %s: %d stories were held by another live attempt of this run and left to it", run_id,
+                    len(summary.leased_elsewhere))  # fmt: skip
     return summary

@@ -11,6 +11,7 @@ from prefect import get_run_logger, task
 
 from seed_story.batch.drawing import DrawItem, DrawReport, draw_items, pending_draws
 from seed_story.batch.finishing import export_storystream, finish_stories
+from seed_story.batch.leases import FencedStore
 from seed_story.batch.manifest import Manifest
 from seed_story.batch.model_pin import pinned_model
 from seed_story.batch.openings import encode_openings
@@ -43,17 +44,24 @@ def pin_model_task(settings: NightlySettings) -> tuple[ModelSpec, str]:
     return spec, version
 
 
+def story_store(settings: NightlySettings, attempt: str) -> FencedStore:
+    """The run's store as this attempt's writers see it: writes into a story it lost to another run refused."""
+    return FencedStore(settings.open_store(), settings.resolved_run_id(), attempt)
+
+
 @task(name="plan-run", **IO_TASK)
-def plan_task(settings: NightlySettings, manifest: Manifest, data: bytes, version: str) -> RunPlan:
-    return plan_run(settings.open_store(), manifest, data, settings.resolved_run_id(), settings.model, version)
+def plan_task(settings: NightlySettings, manifest: Manifest, data: bytes, version: str, attempt: str) -> RunPlan:
+    """Plan the run and claim a lease on every story this attempt will work on."""
+    return plan_run(settings.open_store(), manifest, data, settings.resolved_run_id(), settings.model, version,
+                    lease=(attempt, settings.lease_seconds))  # fmt: skip
 
 
 @task(name="tokenizer", tags=[GPU_TAG], **IO_TASK)
-def tokenizer_task(settings: NightlySettings, plans: list[StoryPlan]) -> list[StoryFailure]:
+def tokenizer_task(settings: NightlySettings, plans: list[StoryPlan], attempt: str) -> list[StoryFailure]:
     """ViT-encode a micro-batch of opening pictures into the store."""
     pipeline, lock = load_pipeline(settings.model)
     with lock:
-        return encode_openings(settings.open_store(), plans, pipeline, settings.s3, settings.limits)
+        return encode_openings(story_store(settings, attempt), plans, pipeline, settings.s3, settings.limits)
 
 
 @task(name="mllm", tags=[GPU_TAG], **IO_TASK)
@@ -61,7 +69,7 @@ def mllm_task(settings: NightlySettings, plans: list[StoryPlan], attempt: str) -
     """Write a micro-batch of stories (text + regressed features per step), persisting every step."""
     pipeline, lock = load_pipeline(settings.model)
     with lock:
-        report = write_stories(settings.open_store(), plans, pipeline, attempt, settings.limits)
+        report = write_stories(story_store(settings, attempt), plans, pipeline, attempt, settings.limits)
     count_progress(settings.resolved_run_id(), settings.part, steps=report.written)
     get_run_logger().info("wrote %d steps (%d resumed from the store)", report.written, report.resumed)
     return report
@@ -77,17 +85,17 @@ def detokenizer_task(settings: NightlySettings, items: list[DrawItem], attempt: 
     """Draw a batch of stored feature sets (from any stories) into pictures."""
     pipeline, lock = load_pipeline(settings.model)
     with lock:
-        report = draw_items(settings.open_store(), items, pipeline, attempt)
+        report = draw_items(story_store(settings, attempt), items, pipeline, attempt)
     count_progress(settings.resolved_run_id(), settings.part, pictures=report.drawn)
     return report
 
 
 @task(name="finish-stories", **IO_TASK)
 def finish_task(
-    settings: NightlySettings, plans: list[StoryPlan], failures: list[StoryFailure]
+    settings: NightlySettings, plans: list[StoryPlan], failures: list[StoryFailure], attempt: str
 ) -> tuple[list[str], list[StoryFailure]]:
     """Write sequence + story.json of every finished story; mark failed ones; report the rest as unfinished."""
-    completed, failed = finish_stories(settings.open_store(), plans, failures)
+    completed, failed = finish_stories(story_store(settings, attempt), plans, failures)
     count_progress(settings.resolved_run_id(), settings.part, stories=len(completed))
     return completed, failed
 

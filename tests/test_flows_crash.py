@@ -19,8 +19,12 @@ from tests.nightly_support import good_rows, nightly_settings, write_jsonl
 RUN = "night-1"
 
 
+LEASE = 1.0  # seconds a killed run holds its stories before the next one may take them over
+
+
 def _run_until(args: list[str], env: dict[str, str], store: Path, pattern: str, timeout: float = 120) -> None:
-    """Start the CLI and SIGKILL it as soon as a file matching ``pattern`` appears in the store."""
+    """Start the CLI and SIGKILL it as soon as a file matching ``pattern`` appears in the store; return once its
+    stories' leases have expired."""
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + timeout
     try:
@@ -34,6 +38,7 @@ def _run_until(args: list[str], env: dict[str, str], store: Path, pattern: str, 
         proc.wait(timeout=30)
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
+    time.sleep(LEASE * 1.5)
 
 
 def test_sigkill_mid_run_then_resume(prefect_api, toy_checkpoint_dir, tmp_path):
@@ -43,7 +48,7 @@ def test_sigkill_mid_run_then_resume(prefect_api, toy_checkpoint_dir, tmp_path):
     args = [
         sys.executable, "-m", "seed_story.cli.main", "generate", "--manifest", str(manifest), "--store", str(store_dir),
         "--model", str(toy_checkpoint_dir), "--run-id", RUN, "--draw-steps", "2", "--draw-batch", "2", "--format",
-        "none", "--no-progress", "--write-batch", "1",
+        "none", "--no-progress", "--write-batch", "1", "--lease-seconds", str(LEASE),
     ]  # fmt: skip
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "OMP_NUM_THREADS": "1"}
     run = store_dir / "runs" / RUN
@@ -60,7 +65,7 @@ def test_sigkill_mid_run_then_resume(prefect_api, toy_checkpoint_dir, tmp_path):
     assert drawn_2 and not list(run.glob("*/story.json"))
 
     # 3. The next run finishes the night.
-    summary = nightly_generation(nightly_settings(manifest, str(store_dir), toy_checkpoint_dir))
+    summary = nightly_generation(nightly_settings(manifest, str(store_dir), toy_checkpoint_dir, lease_seconds=LEASE))
     ids = sorted(r["story_id"] for r in rows)
     assert sorted(summary.completed) == ids and not summary.failed and not summary.skipped_finished
     for key, record in written_2.items():

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from seed_story.batch.codecs import features_from_bytes, png_bytes
 from seed_story.batch.isolation import story_by_story
+from seed_story.batch.leases import LeaseLost
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.runstore.keys import StoryKeys
 from seed_story.runstore.records import DrawRecord, StoryFailure, StoryPlan, WritingDone
@@ -76,14 +77,21 @@ def _draw(
     start = time.perf_counter()
     pictures = pipeline.draw(features)
     seconds = (time.perf_counter() - start) / len(items)
+    lost: dict[str, str] = {}
     for item, picture in zip(items, pictures, strict=True):
+        if item.story_id in lost:
+            continue
         keys = item.story_keys
-        store.put_bytes(keys.step_image(item.step), png_bytes(picture), content_type="image/png")
         record = DrawRecord(
             story_id=item.story_id, step=item.step, image_key=keys.step_image(item.step), draw_seconds=seconds,
             attempt=attempt,
         )  # fmt: skip
-        put_model(store, keys.drawn(item.step), record)
-    report.drawn += len(items)
+        try:
+            store.put_bytes(keys.step_image(item.step), png_bytes(picture), content_type="image/png")
+            put_model(store, keys.drawn(item.step), record)
+        except LeaseLost as err:  # another run took the story over: it draws the rest
+            lost[item.story_id] = str(err)
+            continue
+        report.drawn += 1
     logger.info("drew %d pictures", len(items))
-    return []
+    return [StoryFailure(story_id=story, stage="lease", reason=reason) for story, reason in lost.items()]

@@ -8,6 +8,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from seed_story.batch.leases import LeaseLost
 from seed_story.batch.writing import stored_steps
 from seed_story.runstore.keys import OPENING_IMAGE, RunKeys, StoryKeys, step_image_name, story_id_of
 from seed_story.runstore.records import (
@@ -73,18 +74,24 @@ def finish_stories(
     store: ObjectStore, plans: list[StoryPlan], failures: list[StoryFailure]
 ) -> tuple[list[str], list[StoryFailure]]:
     """Finish every story that is whole, mark failed ones; a story left unfinished is failed too (the next attempt
-    takes it up again). Returns the completed story ids and the failures."""
+    takes it up again). A story another run took over (stage ``lease``) is left to that run. Returns the completed
+    story ids and the failures."""
     failed = {f.story_id: f for f in failures}
     completed, unfinished = [], []
     for plan in plans:
-        if plan.story_id in failed:
-            fail_story(store, plan, failed[plan.story_id])
-        elif finish_story(store, plan) is not None:
-            completed.append(plan.story_id)
-        else:
-            failure = StoryFailure(story_id=plan.story_id, stage="finish", reason="not every step was written/drawn")
-            fail_story(store, plan, failure)
-            unfinished.append(failure)
+        try:
+            if plan.story_id in failed:
+                if failed[plan.story_id].stage != "lease":  # a story another run took over is that run's to mark
+                    fail_story(store, plan, failed[plan.story_id])
+            elif finish_story(store, plan) is not None:
+                completed.append(plan.story_id)
+            else:
+                failure = StoryFailure(story_id=plan.story_id, stage="finish",
+                                       reason="not every step was written/drawn")  # fmt: skip
+                fail_story(store, plan, failure)
+                unfinished.append(failure)
+        except LeaseLost as err:
+            unfinished.append(StoryFailure(story_id=plan.story_id, stage="lease", reason=str(err)))
     return completed, [*failed.values(), *unfinished]
 
 

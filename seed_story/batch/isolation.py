@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
+from seed_story.batch.leases import LeaseLost
 from seed_story.runstore.records import StoryFailure
 from seed_story.storage import StorageError
 
@@ -48,7 +49,9 @@ def story_by_story(
         raise
     except Exception as err:
         if len(stories) == 1:
-            return [StoryFailure(story_id=story_id(stories[0]), stage=stage, reason=failure_reason(err))]
+            lost = isinstance(err, LeaseLost)  # another run took the story over: not a failure of its own
+            return [StoryFailure(story_id=story_id(stories[0]), stage="lease" if lost else stage,
+                                 reason=str(err) if lost else failure_reason(err))]  # fmt: skip
         logger.warning("%s batch of %d stories failed (%s); retrying story by story", stage, len(stories),
                        failure_reason(err))  # fmt: skip
     failures = []

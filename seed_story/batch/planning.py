@@ -7,6 +7,7 @@ from pathlib import PurePosixPath
 
 from pydantic import BaseModel, Field
 
+from seed_story.batch.leases import claim
 from seed_story.batch.manifest import Manifest, ManifestEntry
 from seed_story.batch.pipelines import ModelSpec
 from seed_story.runstore.keys import RunKeys, StoryKeys
@@ -24,6 +25,7 @@ class RunPlan(BaseModel):
     pending: list[StoryPlan]
     finished: list[str] = Field(default_factory=list)
     failed: list[StoryFailure] = Field(default_factory=list)
+    leased_elsewhere: dict[str, str] = Field(default_factory=dict, description="story -> the live run that has it")
 
 
 def story_plan(run_id: str, entry: ManifestEntry, spec: ModelSpec, version: str) -> StoryPlan:
@@ -43,12 +45,20 @@ def story_plan(run_id: str, entry: ManifestEntry, spec: ModelSpec, version: str)
 
 
 def plan_run(
-    store: ObjectStore, manifest: Manifest, manifest_bytes: bytes, run_id: str, spec: ModelSpec, version: str
+    store: ObjectStore,
+    manifest: Manifest,
+    manifest_bytes: bytes,
+    run_id: str,
+    spec: ModelSpec,
+    version: str,
+    lease: tuple[str, float] | None = None,
 ) -> RunPlan:
     """Record the manifest and each story's plan in the store; finished stories are skipped.
 
     A story folder that was started with a different row, model or settings is not touched: it is reported
-    as failed ("conflict") so that a changed manifest never mixes two versions of one story.
+    as failed ("conflict") so that a changed manifest never mixes two versions of one story. With ``lease``
+    (holder, ttl seconds) every story to work on is claimed first (``seed_story.batch.leases``); one that a live
+    run holds is left to it (``leased_elsewhere``).
     """
     store.put_bytes(RunKeys(run_id).manifest_copy(PurePosixPath(manifest.source).name), manifest_bytes)
     plan = RunPlan(run_id=run_id, model_version=version, pending=[])
@@ -68,8 +78,17 @@ def plan_run(
                 if record.status == "complete":
                     plan.finished.append(keys.story_id)
                     continue
-                store.delete(keys.story)  # a failed story gets another try
+        if lease is not None:
+            got = claim(store, run_id, keys.story_id, *lease)
+            if not got.held:
+                plan.leased_elsewhere[keys.story_id] = got.other or "another run"
+                continue
+        if store.exists(keys.story):
+            store.delete(keys.story)  # a failed story gets another try
         put_model(store, keys.request, wanted)
         plan.pending.append(wanted)
     logger.info("run %s: %d stories to work on, %d already finished", run_id, len(plan.pending), len(plan.finished))
+    if plan.leased_elsewhere:
+        logger.warning("run %s: %d stories left to the live run that holds them (%s)", run_id,
+                       len(plan.leased_elsewhere), ", ".join(sorted(set(plan.leased_elsewhere.values()))))  # fmt: skip
     return plan

@@ -27,6 +27,7 @@ def summary_markdown(summary: RunSummary) -> str:
         f"| completed now | {len(summary.completed)} |",
         f"| finished before (skipped) | {len(summary.skipped_finished)} |",
         f"| failed | {len(summary.failed)} |",
+        f"| left to another live attempt | {len(summary.leased_elsewhere)} |",
         f"| bad manifest rows | {len(summary.bad_rows)} |",
         f"| steps written (resumed from store) | {summary.steps_written} ({summary.steps_resumed}) |",
         f"| pictures drawn | {summary.pictures_drawn} |",
@@ -39,6 +40,9 @@ def summary_markdown(summary: RunSummary) -> str:
     if summary.failed:
         lines += ["", "## Failed stories", "", "| story | stage | reason |", "|---|---|---|"]
         lines += [f"| {_cell(f.story_id)} | {f.stage} | {_cell(f.reason)} |" for f in summary.failed]
+    if summary.leased_elsewhere:
+        lines += ["", "## Held by another live attempt (left to it)", "", "| story | attempt |", "|---|---|"]
+        lines += [f"| {_cell(story)} | {_cell(holder)} |" for story, holder in summary.leased_elsewhere.items()]
     if summary.bad_rows:
         lines += ["", "## Bad manifest rows (skipped)", "", "| line | story | reason |", "|---:|---|---|"]
         lines += [f"| {p.line} | {_cell(p.story_id or '')} | {_cell(p.reason)} |" for p in summary.bad_rows]
@@ -78,6 +82,7 @@ def merge_summaries(
         skipped_finished=[x for s in found for x in s.skipped_finished],
         completed=[x for s in found for x in s.completed],
         failed=[x for s in found for x in s.failed] + failed,
+        leased_elsewhere={k: v for s in found for k, v in s.leased_elsewhere.items()},
         steps_written=sum(s.steps_written for s in found),
         steps_resumed=sum(s.steps_resumed for s in found),
         pictures_drawn=sum(s.pictures_drawn for s in found),

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from seed_story.batch.codecs import encode_generator_state, features_from_bytes, features_to_bytes, generator_state
 from seed_story.batch.isolation import failure_reason, story_by_story
+from seed_story.batch.leases import LeaseLost
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.generation.records import ResumeStep, StoryRequest, WrittenStep
 from seed_story.generation.settings import InputLimits, WriterSettings
@@ -115,9 +116,9 @@ def _write_batch(
         todo.append(plan)
     if not todo:
         return []
-    bad: dict[int, str] = {}
+    bad: dict[int, tuple[str, str]] = {}
     stories = pipeline.write_story(requests, on_step=_persister(store, todo, attempt, report, bad))
-    failures = [StoryFailure(story_id=todo[i].story_id, stage="mllm", reason=reason) for i, reason in bad.items()]
+    failures = [StoryFailure(story_id=todo[i].story_id, stage=stage, reason=why) for i, (stage, why) in bad.items()]
     for i, (plan, request, story) in enumerate(zip(todo, requests, stories, strict=True)):
         if i in bad:
             continue
@@ -133,36 +134,46 @@ def _write_batch(
 
 
 def _persister(
-    store: ObjectStore, plans: list[StoryPlan], attempt: str, report: WriteReport, bad: dict[int, str]
+    store: ObjectStore, plans: list[StoryPlan], attempt: str, report: WriteReport, bad: dict[int, tuple[str, str]]
 ) -> Callable[[int, WrittenStep], None]:
     """The ``on_step`` callback that stores each written step: features first, then the step record.
 
-    A step whose features are not finite is not stored: its story goes into ``bad`` (index -> reason) and
-    nothing more of it is stored; the batch writes on for the others.
+    A step whose features are not finite is not stored, nor one of a story another run took over (its lease
+    lost): the story goes into ``bad`` (index -> stage, reason) and nothing more of it is stored; the batch
+    writes on for the others.
     """
 
     def persist(index: int, step: WrittenStep) -> None:
         if index in bad:
             return
         if not torch.isfinite(step.features).all():
-            bad[index] = f"the features written for step {step.index} are not finite (NaN or inf)"
+            bad[index] = ("mllm", f"the features written for step {step.index} are not finite (NaN or inf)")
             return
-        keys = StoryKeys(plans[index].run_id, plans[index].story_id)
-        feature_key = keys.step_features(step.index)
-        store.put_bytes(feature_key, features_to_bytes(step.features))
-        record = StepRecord(
-            story_id=keys.story_id,
-            step=step.index,
-            text=step.text,
-            token_ids=step.token_ids,
-            feature_key=feature_key,
-            generator_state=encode_generator_state(step.generator_state),
-            prompt_tokens=step.prompt_tokens,
-            kv_tokens=step.kv_tokens,
-            write_seconds=step.seconds,
-            attempt=attempt,
-        )
-        put_model(store, keys.step(step.index), record)
+        try:
+            _store_step(store, plans[index], step, attempt)
+        except LeaseLost as err:
+            bad[index] = ("lease", str(err))
+            return
         report.written += 1
 
     return persist
+
+
+def _store_step(store: ObjectStore, plan: StoryPlan, step: WrittenStep, attempt: str) -> None:
+    """Store one written step: its features, then its record (the commit mark)."""
+    keys = StoryKeys(plan.run_id, plan.story_id)
+    feature_key = keys.step_features(step.index)
+    store.put_bytes(feature_key, features_to_bytes(step.features))
+    record = StepRecord(
+        story_id=keys.story_id,
+        step=step.index,
+        text=step.text,
+        token_ids=step.token_ids,
+        feature_key=feature_key,
+        generator_state=encode_generator_state(step.generator_state),
+        prompt_tokens=step.prompt_tokens,
+        kv_tokens=step.kv_tokens,
+        write_seconds=step.seconds,
+        attempt=attempt,
+    )
+    put_model(store, keys.step(step.index), record)

@@ -74,6 +74,10 @@ def _print_summary(summary: RunSummary, store: str, console: Console) -> None:
     console.print(table)
     for f in summary.failed:
         console.print(f"[red]failed[/red] {f.story_id} ({f.stage}): {f.reason}", markup=True, highlight=False)
+    if summary.leased_elsewhere:
+        holders = ", ".join(sorted(set(summary.leased_elsewhere.values())))
+        console.print(f"[yellow]left to another live run[/yellow] {len(summary.leased_elsewhere)} stories "
+                      f"(held by {holders})", markup=True, highlight=False)  # fmt: skip
     for p in summary.bad_rows:
         console.print(f"[yellow]bad row[/yellow] line {p.line}: {p.reason}", markup=True, highlight=False)
     console.print(f"books: {store.rstrip('/')}/runs/{summary.run_id}/index.html")
@@ -99,6 +103,9 @@ def generate(
     formats: str = typer.Option("html,pdf", "--format", help="Books to render: html, pdf, both, or 'none'."),
     page_size: str = typer.Option("8.5x8.5", "--page-size", help="8.5x8.5, a4 or letter."),
     s3_endpoint_url: str | None = typer.Option(None, "--s3-endpoint-url", help="e.g. http://127.0.0.1:9000 (MinIO)."),
+    lease_seconds: float = typer.Option(
+        60.0, "--lease-seconds", min=0.1, help="A run silent this long loses its stories to another run of the id."
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
@@ -119,7 +126,7 @@ def generate(
             s3=S3Settings(endpoint_url=s3_endpoint_url),
             registry=registry, model=ModelSpec(path=model, device=device, dtype=dtype, writer=WriterSettings(),
                             draw=DrawSettings(num_inference_steps=draw_steps, guidance_scale=guidance)),
-            write_batch_size=write_batch, draw_batch_size=draw_batch,
+            write_batch_size=write_batch, draw_batch_size=draw_batch, lease_seconds=lease_seconds,
             render=RenderOptions(formats=wanted, print_settings=PrintSettings(page_size=page_size)) if wanted else None,
         )  # fmt: skip
         summary = run_night(settings, progress=progress and not as_json)

@@ -38,6 +38,10 @@ class RunKeys:
             return f"{self.prefix}/summary.json"
         return f"{self.prefix}/parts/{check_safe_name(part, 'part')}.summary.json"
 
+    def attempt_summary(self, attempt: str) -> str:
+        """Each attempt's own summary (``summary.json`` is the latest one's): concurrent attempts overwrite nothing."""
+        return f"{self.prefix}/_attempts/{check_safe_name(attempt, 'attempt')}.summary.json"
+
     @property
     def model_pin(self) -> str:
         """The registry version a run was pinned to on its first start (``models://`` models only)."""

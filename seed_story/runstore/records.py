@@ -147,6 +147,9 @@ class RunSummary(StrictModel):
     skipped_finished: list[str]
     completed: list[str]
     failed: list[StoryFailure]
+    leased_elsewhere: dict[str, str] = Field(
+        default_factory=dict, description="stories another live attempt held or took over: story -> that attempt"
+    )
     steps_written: int
     steps_resumed: int
     pictures_drawn: int
