@@ -89,6 +89,9 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
     log = get_run_logger()
     started, seconds = now(), {}
     attempt = attempt_id()
+    if flow_run.get_id() and flow_run.run_count > settings.max_attempts:  # fails: not rescheduled again
+        raise RuntimeError(f"attempt {flow_run.run_count} of a night allowed {settings.max_attempts}: giving up; "
+                           "see the earlier attempts' logs")  # fmt: skip
     run_id = settings.resolved_run_id()
     settings = settings.model_copy(update={"run_id": run_id})  # every task sees the same run
 

@@ -44,6 +44,9 @@ class NightlySettings(StoreSettings):
         default=None, description="store holding models/ for a models:// model (default: this run's store)"
     )
     model_cache: str = Field(default="~/.cache/seed-story/models", description="where workers keep fetched versions")
+    max_attempts: int = Field(
+        default=3, ge=1, description="attempts of one flow run (a crashed night is rescheduled) before it gives up"
+    )
     lease_seconds: float = Field(
         default=60.0, gt=0, description="a run silent this long loses its stories to another (seed_story.batch.leases)"
     )

@@ -181,3 +181,14 @@ def test_a_sigkilled_holders_stories_wait_for_expiry_then_are_taken_over(
     assert finished == {r["story_id"] for r in rows}
     lease_now = newest_lease(store, RUN, rows[0]["story_id"])
     assert lease_now is not None and lease_now.holder != dead.holder and lease_now.took_over is not None
+
+
+def test_an_attempt_waits_for_its_own_crashed_predecessor_only(store: ObjectStore) -> None:
+    from seed_story.batch.leases import earlier_attempt, wait_until_gone
+
+    assert earlier_attempt("9e06.2", "9e06.1") and not earlier_attempt("9e06.2", "9e06.3")
+    assert not earlier_attempt("9e06.2", "77aa.1") and not earlier_attempt("cli-run", "9e06.1")
+    LeaseKeeper(store, RUN, "9e06.1", ttl=0.5).beat()  # the crashed attempt's last beat
+    start = time.monotonic()
+    wait_until_gone(store, RUN, ["9e06.1"], ttl=0.5, timeout=5)
+    assert time.monotonic() - start < 4 and not holder_alive(store, RUN, "9e06.1", 0.5)

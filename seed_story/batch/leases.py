@@ -33,6 +33,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -104,6 +105,23 @@ def holder_alive(store: ObjectStore, run_id: str, holder: str, ttl: float) -> bo
     beat = get_model(store, key, HolderBeat)
     age = (datetime.now(UTC) - beat.at).total_seconds()
     return not beat.ended and age <= max(ttl, beat.ttl)
+
+
+def earlier_attempt(holder: str, other: str | None) -> bool:
+    """Whether ``other`` is an earlier attempt of the same flow run as ``holder`` (ids ``{flow_run_id}.{count}``):
+    Prefect only starts a flow run again once its last attempt crashed or failed."""
+    if other is None or "." not in holder or "." not in other:
+        return False
+    ours, _, our_count = holder.rpartition(".")
+    theirs, _, their_count = other.rpartition(".")
+    return ours == theirs and their_count.isdigit() and our_count.isdigit() and int(their_count) < int(our_count)
+
+
+def wait_until_gone(store: ObjectStore, run_id: str, holders: list[str], ttl: float, timeout: float) -> None:
+    """Poll until none of ``holders`` is alive (ended, or silent for ``ttl``), or ``timeout`` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while any(holder_alive(store, run_id, h, ttl) for h in holders) and time.monotonic() < deadline:
+        time.sleep(min(1.0, ttl / 4))
 
 
 def claim(store: ObjectStore, run_id: str, story_id: str, holder: str, ttl: float) -> Claim:
