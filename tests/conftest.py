@@ -28,6 +28,9 @@ from seed_story.components import Components, load_native
 from seed_story.config import ModelConfig
 from seed_story.presets import from_preset
 from seed_story.training.toy import toy_checkpoint
+from tests.prefect_server import prefect_server  # a real server, for tests with workers and deployments
+
+__all__ = ["prefect_server"]
 
 
 @pytest.fixture(scope="session")
