@@ -63,9 +63,9 @@ def test_a_crashed_night_is_rescheduled_and_finished_by_another_worker(
 
     rows = good_rows(tmp_path / "in", count=STORIES, steps=STEPS)
     manifest = write_jsonl(tmp_path / "in" / "night.jsonl", rows)
-    night = nightly_settings(manifest, str(tmp_path / "store"), toy_checkpoint_dir, lease_seconds=3.0, render=None)
+    night = nightly_settings(manifest, str(tmp_path / "store"), toy_checkpoint_dir, lease_seconds=3.0)
     slow = night.model.draw.model_copy(update={"num_inference_steps": 40})  # a night long enough to kill mid-way
-    night = night.model_copy(update={"model": night.model.model_copy(update={"draw": slow})})
+    night = night.model_copy(update={"model": night.model.model_copy(update={"draw": slow}), "render": None})
     store_dir = tmp_path / "store"
     worker_args = [*PREFECT, "worker", "start", "--pool", "gpu", "--limit", "1"]
     # Workers start outside the clone: the flow run finds its code through SEED_STORY_HOME alone.
