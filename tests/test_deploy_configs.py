@@ -44,9 +44,13 @@ def test_prefect_yaml_is_what_prefect_deploy_reads():
     assert len(model.deployments) == len(DEPLOYMENTS) >= 7
     names = [(d["entrypoint"], d["name"]) for d in DEPLOYMENTS]
     assert len(set(names)) == len(names)
-    assert [next(iter(step)) for step in PREFECT_YAML["pull"]] == ["prefect.deployments.steps.set_working_directory"]
+    assert PREFECT_YAML["pull"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $SEED_STORY_HOME }}"}}
+    ]  # the worker's clone or the image's copy, never a path fixed here
     text = (DEPLOY / "prefect.yaml").read_text()
     assert not re.search(r"AWS_(SECRET|ACCESS_KEY|SESSION)|PASSWORD", text), "credentials never go in prefect.yaml"
+    assert "AWS_ENDPOINT_URL" not in text  # a MinIO endpoint belongs to the workers that use MinIO
+    assert re.search(r"^ENV SEED_STORY_HOME=/opt/seed-story", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE)
 
 
 @pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS])
