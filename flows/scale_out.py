@@ -38,18 +38,30 @@ class ScaleOutSettings(BaseModel):
     deployment: str = Field(default="nightly-generation/gpu-shard", description="'flow-name/deployment-name'")
     shard_timeout_s: int = Field(default=12 * 3600, ge=1, description="give up waiting for a shard after this")
     poll_seconds: int = Field(default=5, ge=1)
+    crash_grace_s: int = Field(
+        default=120, ge=0, description="a crashed shard counts as final only after this long (it may be rescheduled)"
+    )
 
 
-def _wait_all(ids: list[UUID], timeout_s: int, poll_s: int) -> list[str]:
-    """Final state types of the child flow runs ('TIMEOUT' for those still running after ``timeout_s``)."""
+def _wait_all(ids: list[UUID], timeout_s: int, poll_s: int, crash_grace_s: int = 0) -> list[str]:
+    """Final state types of the child flow runs ('TIMEOUT' for those still running after ``timeout_s``). A shard
+    that crashed is waited for ``crash_grace_s`` more: the deployment's automation reschedules crashed nights."""
     deadline = time.monotonic() + timeout_s
     states: dict[UUID, str] = {}
+    crashed_at: dict[UUID, float] = {}
     with get_client(sync_client=True) as client:
         while len(states) < len(ids) and time.monotonic() < deadline:
             for run_id in ids:
                 state = client.read_flow_run(run_id).state
-                if run_id not in states and state is not None and state.is_final():
-                    states[run_id] = state.type.value
+                if run_id in states or state is None or not state.is_final():
+                    crashed_at.pop(run_id, None)
+                    continue
+                if (
+                    state.is_crashed()
+                    and time.monotonic() - crashed_at.setdefault(run_id, time.monotonic()) < crash_grace_s
+                ):
+                    continue
+                states[run_id] = state.type.value
             if len(states) < len(ids):
                 time.sleep(poll_s)
     return [states.get(i, "TIMEOUT") for i in ids]
@@ -81,7 +93,8 @@ def nightly_scale_out(settings: ScaleOutSettings) -> RunSummary:
             )
         )
         log.info("submitted %s as flow run %s", part, children[-1].id)
-    states = _wait_all([c.id for c in children], settings.shard_timeout_s, settings.poll_seconds)
+    states = _wait_all([c.id for c in children], settings.shard_timeout_s, settings.poll_seconds,
+                       settings.crash_grace_s)  # fmt: skip
     summary = merge_task(night, plan, parts, states, attempt, started)
     if night.render is not None:
         render_task(night)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -60,3 +61,33 @@ def test_two_workers_share_a_night(prefect_server, toy_checkpoint_dir, tmp_path)
         "runs/night-1/parts/shard-00.progress.json", "runs/night-1/parts/shard-00.summary.json",
         "runs/night-1/parts/shard-01.progress.json", "runs/night-1/parts/shard-01.summary.json"
     ]  # fmt: skip
+
+
+def test_a_crashed_shard_is_waited_for_while_it_may_be_rescheduled(prefect_api):
+    """The automation sets a crashed shard back to Scheduled within seconds: the parent must not give up on it
+    at the first sight of Crashed, only once it stayed crashed for the grace period."""
+    import threading
+
+    from prefect import flow as make_flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed, Crashed, Scheduled
+
+    from flows.scale_out import _wait_all
+
+    @make_flow(name="shard-stand-in")
+    def stand_in() -> None: ...
+
+    with get_client(sync_client=True) as client:
+        back, lost = (client.create_flow_run(stand_in, state=Crashed()) for _ in range(2))
+
+        def reschedule_then_finish() -> None:
+            time.sleep(1.0)
+            client.set_flow_run_state(back.id, Scheduled(), force=True)
+            client.set_flow_run_state(back.id, Completed(), force=True)
+
+        helper = threading.Thread(target=reschedule_then_finish)
+        helper.start()
+        start = time.monotonic()
+        states = _wait_all([back.id, lost.id], timeout_s=60, poll_s=1, crash_grace_s=4)
+        helper.join()
+    assert states == ["COMPLETED", "CRASHED"] and time.monotonic() - start >= 4
