@@ -8,10 +8,11 @@ from functools import partial
 
 from pydantic import BaseModel, Field
 
-from seed_story.batch.codecs import features_from_bytes, png_bytes
+from seed_story.batch.codecs import features_from_bytes
 from seed_story.batch.isolation import story_by_story
 from seed_story.batch.leases import LeaseLost
 from seed_story.generation.pipeline import StoryPipeline
+from seed_story.provenance import Provenance, png_with_provenance
 from seed_story.runstore.keys import StoryKeys
 from seed_story.runstore.records import DrawRecord, StoryFailure, StoryPlan, WritingDone
 from seed_story.storage import ObjectStore, get_model, put_model
@@ -25,6 +26,7 @@ class DrawItem(BaseModel):
     run_id: str
     story_id: str
     step: int
+    model_version: str = Field(default="", description="stated in the picture's provenance")
 
     @property
     def story_keys(self) -> StoryKeys:
@@ -41,7 +43,7 @@ def pending_draws(store: ObjectStore, plans: list[StoryPlan]) -> list[DrawItem]:
         done = get_model(store, keys.written, WritingDone)
         names = set(store.list(keys.key("work/")))
         items += [
-            DrawItem(run_id=plan.run_id, story_id=plan.story_id, step=i)
+            DrawItem(run_id=plan.run_id, story_id=plan.story_id, step=i, model_version=plan.model_version)
             for i in range(1, done.steps + 1)
             if keys.drawn(i) not in names
         ]
@@ -87,7 +89,10 @@ def _draw(
             attempt=attempt,
         )  # fmt: skip
         try:
-            store.put_bytes(keys.step_image(item.step), png_bytes(picture), content_type="image/png")
+            stated = Provenance(model_version=item.model_version, run_id=item.run_id, story_id=item.story_id,
+                                step=item.step)  # fmt: skip
+            png = png_with_provenance(picture, stated)  # marked as made by a trained model
+            store.put_bytes(keys.step_image(item.step), png, content_type="image/png")
             put_model(store, keys.drawn(item.step), record)
         except LeaseLost as err:  # another run took the story over: it draws the rest
             lost[item.story_id] = str(err)

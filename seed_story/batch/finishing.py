@@ -52,6 +52,9 @@ def finish_story(store: ObjectStore, plan: StoryPlan) -> StoryRecord | None:
         opening_text=row.text,
         opening_image=OPENING_IMAGE,
         steps=[StoredStep(index=s.step, text=display_text(s.text), image=step_image_name(s.step)) for s in steps],
+        language=row.language,
+        model_version=plan.model_version,
+        run_id=plan.run_id,
     )
     put_model(store, keys.story, record)
     return record
@@ -66,6 +69,9 @@ def fail_story(store: ObjectStore, plan: StoryPlan, failure: StoryFailure) -> No
         status="failed",
         failure_reason=f"{failure.stage}: {failure.reason}",
         opening_text=plan.row.text,
+        language=plan.row.language,
+        model_version=plan.model_version,
+        run_id=plan.run_id,
     )
     put_model(store, StoryKeys(plan.run_id, plan.story_id).story, record)
 

@@ -14,7 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import typer
 
-from seed_story.cli import checkpoints, data, eval, generate, presets, pretrained, registry, render, train
+from seed_story.cli import checkpoints, data, eval, generate, presets, pretrained, registry, render, train, verify
 from seed_story.cli.output import configure_output, one_line
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ app.add_typer(registry.app, name="models")
 app.command("generate")(generate.generate)
 app.command("demo")(generate.demo)
 app.command("eval")(eval.eval_run)
+app.command("verify")(verify.verify)
 
 _verbose = False
 

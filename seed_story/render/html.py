@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from seed_story.render.templating import data_uri, environment, image_size
+from seed_story.render.templating import book_context, data_uri, environment, image_size
 from seed_story.runstore.keys import BOOK_HTML
 from seed_story.runstore.records import StoryRecord
 from seed_story.storage import atomic_file
 
 
-def render_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bool = False, lang: str = "en") -> str:
+def render_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bool = False) -> str:
     """The book as one HTML string. Images are relative links, or inlined ``data:`` URIs with ``self_contained``.
 
     Example::
@@ -29,8 +29,7 @@ def render_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bo
         environment()
         .get_template("book.html.j2")
         .render(
-            story=record,
-            lang=lang,
+            **book_context(record),
             steps=steps,
             opening_src=src(opening) if opening else None,
             opening_size=image_size(story_dir / opening) if opening else (0, 0),

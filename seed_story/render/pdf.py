@@ -7,12 +7,14 @@ import logging
 import math
 from enum import StrEnum
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from weasyprint import HTML
 
+from seed_story.provenance import Provenance, stamp_pdf
 from seed_story.render.fetcher import BookFetcher
-from seed_story.render.templating import environment, image_size
+from seed_story.render.templating import book_context, environment, image_size
 from seed_story.render.upscale import upscale_to
 from seed_story.runstore.keys import BOOK_PDF
 from seed_story.runstore.records import StoryRecord
@@ -20,6 +22,7 @@ from seed_story.storage import atomic_file
 
 logger = logging.getLogger(__name__)
 PRINT_ASSETS = "print"  # upscaled copies of the art, inside the story folder
+FIXED_DATE = "2000-01-01T00:00:00+00:00"  # the books' stated dates: a rerender writes the same bytes
 
 
 class PageSize(StrEnum):
@@ -50,6 +53,9 @@ class PrintSettings(BaseModel):
     safe_margin_in: float = Field(0.5, ge=0.25, le=1.5)
     art_fraction: float = Field(0.62, gt=0.2, lt=0.9, description="share of a step page's height given to its art")
     upscale_dpi: int | None = Field(None, ge=72, le=1200, description="Lanczos-upscale art below this DPI")
+    pdf_variant: Literal["pdf/ua-1", "pdf/x-4", "pdf/x-1a"] = Field(
+        "pdf/ua-1", description="PDF standard: tagged and accessible (ua-1) or print exchange (x-4, x-1a)"
+    )
 
 
 class Geometry(BaseModel):
@@ -128,18 +134,28 @@ def render_book_pdf_html(record: StoryRecord, story_dir: Path, settings: PrintSe
     html = (
         environment()
         .get_template("print.html.j2")
-        .render(story=record, lang="en", g=g, steps=steps, opening_src=opening_src)
+        .render(**book_context(record), g=g, steps=steps, opening_src=opening_src)
     )
     return html, min(dpis, default=0.0)
 
 
-def render_pdf_from_html(html: str, story_dir: Path, out: Path, *, identifier: str) -> tuple[int, list[str]]:
-    """Write ``out`` from print HTML, fetching only files inside ``story_dir``; returns (pages, refused URLs)."""
+def render_pdf_from_html(
+    html: str, story_dir: Path, out: Path, *, identifier: str, variant: str = "pdf/ua-1",
+    provenance: Provenance | None = None,
+) -> tuple[int, list[str]]:  # fmt: skip
+    """Write ``out`` from print HTML as PDF ``variant``, fetching only files inside ``story_dir``, with
+    ``provenance`` in its XMP; returns (pages, refused URLs)."""
+    story_dir = Path(story_dir)
     fetcher = BookFetcher(story_dir)
-    doc = HTML(string=html, base_url=Path(story_dir).resolve().as_uri() + "/", url_fetcher=fetcher).render()
-    # A fixed identifier (and no dates: the templates set no dcterms.created) makes the bytes reproducible.
+    doc = HTML(string=html, base_url=story_dir.resolve().as_uri() + "/", url_fetcher=fetcher).render()
+    # A fixed identifier and fixed dates make the bytes reproducible (PDF/A, /UA and /X need dates).
+    doc.metadata.created = doc.metadata.modified = FIXED_DATE
+    data = doc.write_pdf(pdf_identifier=hashlib.sha256(identifier.encode()).hexdigest()[:32].encode(),
+                         pdf_variant=variant, pdf_tags=True)  # fmt: skip
+    if provenance is not None:
+        data = stamp_pdf(data, provenance)
     with atomic_file(out) as f:
-        doc.write_pdf(f, pdf_identifier=hashlib.sha256(identifier.encode()).hexdigest()[:32].encode())
+        f.write(data)
     if fetcher.refused:
         logger.warning("refused %d URL(s) outside %s: %s", len(fetcher.refused), story_dir, fetcher.refused)
     return len(doc.pages), fetcher.refused
@@ -156,5 +172,8 @@ def write_book_pdf(record: StoryRecord, story_dir: Path, settings: PrintSettings
     settings = settings or PrintSettings()
     html, min_dpi = render_book_pdf_html(record, story_dir, settings)
     out = Path(story_dir) / BOOK_PDF
-    pages, refused = render_pdf_from_html(html, story_dir, out, identifier=record.story_id)
+    stated = Provenance(model_version=record.model_version or None, run_id=record.run_id or None,
+                        story_id=record.story_id)  # fmt: skip
+    pages, refused = render_pdf_from_html(html, story_dir, out, identifier=record.story_id,
+                                          variant=settings.pdf_variant, provenance=stated)  # fmt: skip
     return PdfReport(path=out, pages=pages, min_dpi=round(min_dpi, 1), refused_urls=refused)

@@ -6,9 +6,14 @@ import base64
 import mimetypes
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import jinja2
 from PIL import Image
+
+from seed_story.provenance import Provenance
+from seed_story.runstore.names import text_direction
+from seed_story.runstore.records import StoryRecord
 
 
 @lru_cache(maxsize=1)
@@ -39,3 +44,10 @@ def data_uri(path: Path) -> str:
     """The file as a ``data:`` URI, for self-contained books."""
     mime = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+
+
+def book_context(record: StoryRecord) -> dict[str, Any]:
+    """What every book template needs besides its pages: text direction and the provenance it states."""
+    stated = Provenance(model_version=record.model_version or None, run_id=record.run_id or None,
+                        story_id=record.story_id)  # fmt: skip
+    return {"story": record, "direction": text_direction(record.language), "provenance": stated}

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from seed_story.config import StrictModel
 from seed_story.generation.settings import MAX_STEPS, SamplingSettings, StopReason, check_story_texts
-from seed_story.runstore.names import check_image_name, check_safe_name
+from seed_story.runstore.names import check_image_name, check_language, check_safe_name
 
 
 def now() -> str:
@@ -39,11 +39,17 @@ class ManifestRow(StrictModel):
     title: str | None = None
     author: str = ""
     style: str = ""
+    language: str = Field(default="en", description="BCP 47 tag of the story's text: the books' lang and direction")
 
     @field_validator("story_id")
     @classmethod
     def _story_id(cls, v: str) -> str:
         return check_safe_name(v, "story_id")
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str) -> str:
+        return check_language(v)
 
     @field_validator("image")
     @classmethod
@@ -188,6 +194,14 @@ class StoryRecord(StrictModel):
     opening_text: str = ""
     opening_image: str | None = None
     steps: list[StoredStep] = Field(default_factory=list)
+    language: str = Field(default="en", description="BCP 47 tag of the text (the books' lang and direction)")
+    model_version: str = Field(default="", description="the model that wrote and drew the story (provenance)")
+    run_id: str = Field(default="", description="the run the story belongs to (provenance)")
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, v: str) -> str:
+        return check_language(v)
 
     @field_validator("story_id")
     @classmethod
