@@ -51,8 +51,8 @@ def test_render_run_reads_and_writes_s3(s3_bucket, tmp_path):
     assert pdfs == [("runs/r1/a/book.pdf", None, 4), ("runs/r1/b/book.pdf", None, 3)]
     # Only story.json files and the images of complete stories came down; never notes.bin or another book.
     needed = ["a/opening.png", "a/step_01.png", "a/step_02.png", "a/story.json", "b/opening.png", "b/step_01.png",
-              "b/story.json", "c/story.json"]  # fmt: skip
-    assert sorted(fetched) == [f"{PREFIX}/runs/r1/{name}" for name in needed]
+              "b/story.json", "c/story.json", "a/book.preflight.json", "b/book.preflight.json"]  # fmt: skip
+    assert sorted(fetched) == sorted(f"{PREFIX}/runs/r1/{name}" for name in needed)
 
     def raw(key: str) -> bytes:
         return s3_bucket.client.get_object(Bucket=s3_bucket.name, Key=f"{PREFIX}/{key}")["Body"].read()
@@ -79,7 +79,7 @@ def test_local_object_store_renders_in_place(tmp_path):
     report = render_run(LocalObjectStore(tmp_path), "r1", formats=["pdf"])
     assert report.pdfs[0].path == tmp_path / "runs" / "r1" / "a" / "book.pdf" and report.pdfs[0].key
     assert sorted(p.name for p in (tmp_path / "runs" / "r1" / "a").iterdir()) == [
-        "book.pdf", "opening.png", "step_01.png", "story.json"
+        "book.pdf", "book.preflight.json", "opening.png", "step_01.png", "story.json"
     ]  # fmt: skip
     assert 'href="a/book.pdf"' in (tmp_path / "runs" / "r1" / "index.html").read_text()
 

@@ -101,7 +101,8 @@ def generate(
     write_batch: int = typer.Option(8, "--write-batch", min=1, help="Stories per MLLM batch."),
     draw_batch: int = typer.Option(16, "--draw-batch", min=1, help="Pictures per de-tokenizer task."),
     formats: str = typer.Option("html,pdf", "--format", help="Books to render: html, pdf, both, or 'none'."),
-    page_size: str = typer.Option("8.5x8.5", "--page-size", help="8.5x8.5, a4 or letter."),
+    profile: str = typer.Option("screen", "--print-profile", help="Books for: screen, kdp or ingramspark."),
+    page_size: str | None = typer.Option(None, "--page-size", help="8.5x8.5, a4 or letter (default: the profile's)."),
     s3_endpoint_url: str | None = typer.Option(None, "--s3-endpoint-url", help="e.g. http://127.0.0.1:9000 (MinIO)."),
     lease_seconds: float = typer.Option(
         60.0, "--lease-seconds", min=0.1, help="A run silent this long loses its stories to another run of the id."
@@ -115,19 +116,20 @@ def generate(
     from seed_story.batch.manifest import ManifestError
     from seed_story.batch.pipelines import ModelSpec
     from seed_story.generation.settings import DrawSettings, WriterSettings
-    from seed_story.render.pdf import PrintSettings
+    from seed_story.render.profiles import print_profile
     from seed_story.storage import S3Settings
     from tasks.settings import NightlySettings, RenderOptions
 
     try:
         wanted = [f.strip() for f in formats.split(",") if f.strip() and f.strip() != "none"]
+        sized = {"page_size": page_size} if page_size else {}
         settings = NightlySettings(
             manifest=manifest, image_roots=image_roots, store=store, run_id=run_id,
             s3=S3Settings(endpoint_url=s3_endpoint_url),
             registry=registry, model=ModelSpec(path=model, device=device, dtype=dtype, writer=WriterSettings(),
                             draw=DrawSettings(num_inference_steps=draw_steps, guidance_scale=guidance)),
             write_batch_size=write_batch, draw_batch_size=draw_batch, lease_seconds=lease_seconds,
-            render=RenderOptions(formats=wanted, print_settings=PrintSettings(page_size=page_size)) if wanted else None,
+            render=RenderOptions(formats=wanted, print_settings=print_profile(profile, **sized)) if wanted else None,
         )  # fmt: skip
         summary = run_night(settings, progress=progress and not as_json)
     except (ValidationError, ManifestError, ValueError) as err:

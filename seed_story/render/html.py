@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PIL import Image
+
 from seed_story.render.templating import book_context, data_uri, environment, image_size
+from seed_story.render.upscale import is_flat_colour
 from seed_story.runstore.keys import BOOK_HTML
 from seed_story.runstore.records import StoryRecord
 from seed_story.storage import atomic_file
+
+PIXELATED_BELOW = 512  # px: a screen shows such art enlarged
 
 
 def render_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bool = False) -> str:
@@ -23,7 +28,8 @@ def render_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bo
     def src(name: str) -> str:
         return data_uri(story_dir / name) if self_contained else name
 
-    steps = [{"text": s.text, "src": src(s.image), "size": image_size(story_dir / s.image)} for s in record.steps]
+    steps = [{"text": s.text, "src": src(s.image), "size": image_size(story_dir / s.image),
+              "pixelated": _pixelated(story_dir / s.image)} for s in record.steps]  # fmt: skip
     opening = record.opening_image
     return (
         environment()
@@ -35,6 +41,12 @@ def render_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bo
             opening_size=image_size(story_dir / opening) if opening else (0, 0),
         )
     )
+
+
+def _pixelated(path: Path) -> bool:
+    """Small flat-colour art is shown with crisp pixels (``image-rendering: pixelated``), not blurred."""
+    with Image.open(path) as im:
+        return min(im.size) < PIXELATED_BELOW and is_flat_colour(im)
 
 
 def write_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bool = False) -> Path:

@@ -10,9 +10,10 @@ from pydantic import BaseModel
 from seed_story.render.gallery import render_gallery
 from seed_story.render.html import write_book_html
 from seed_story.render.pdf import PdfReport, PrintSettings, write_book_pdf
+from seed_story.render.preflight import PreflightReport
 from seed_story.runstore import RunKeys, StoryKeys, StoryRecord, StoryStore
-from seed_story.runstore.keys import BOOK_HTML, BOOK_PDF
-from seed_story.storage import ObjectStore, publish, staged_folder
+from seed_story.runstore.keys import BOOK_HTML, BOOK_PDF, BOOK_PREFLIGHT
+from seed_story.storage import ObjectStore, get_model, publish, staged_folder
 
 logger = logging.getLogger(__name__)
 FORMATS = ("html", "pdf")
@@ -25,6 +26,7 @@ class RunReport(BaseModel):
     store: str
     rendered: list[str]
     failed: list[str]
+    failed_preflight: list[str] = []
     pdfs: list[PdfReport]
 
 
@@ -50,7 +52,10 @@ def render_story(
             written.append(BOOK_HTML)
         if "pdf" in formats:
             report = write_book_pdf(record, folder, settings)
-            written.append(BOOK_PDF)
+            written += [BOOK_PDF] + ([BOOK_PREFLIGHT] if report.preflight is not None else [])
+            if report.preflight is not None and not report.preflight.passed:
+                logger.warning("%s/%s failed preflight (%s): %s", run_id, record.story_id, report.preflight.profile,
+                               "; ".join(report.preflight.problems))  # fmt: skip
         # Upscaled print art (--upscale-dpi) is an input of the PDF only, so it stays in the staging folder.
         publish(objects, folder, written, prefix)
     if report is None:
@@ -95,7 +100,15 @@ def render_run(
     run_key = RunKeys(run_id).prefix
     # The gallery links only books that exist now, whichever run wrote them: ask the store, not this run.
     existing = {key.removeprefix(run_key + "/") for key in stories.objects.list(run_key + "/")}
-    gallery = render_gallery(run_id, records, existing).encode("utf-8")
+    checks = {r.story_id: _read_preflight(stories, run_id, r.story_id) for r in records
+              if f"{r.story_id}/{BOOK_PREFLIGHT}" in existing}  # fmt: skip
+    gallery = render_gallery(run_id, records, existing, checks).encode("utf-8")
     stories.objects.put_bytes(RunKeys(run_id).gallery, gallery, content_type="text/html; charset=utf-8")
     failed = [r.story_id for r in records if r.status == "failed"]
-    return RunReport(run_id=run_id, store=stories.objects.uri, rendered=rendered, failed=failed, pdfs=pdfs)
+    bad = sorted(sid for sid, check in checks.items() if not check.passed)
+    return RunReport(run_id=run_id, store=stories.objects.uri, rendered=rendered, failed=failed,
+                     failed_preflight=bad, pdfs=pdfs)  # fmt: skip
+
+
+def _read_preflight(stories: StoryStore, run_id: str, story_id: str) -> PreflightReport:
+    return get_model(stories.objects, StoryKeys(run_id, story_id).key(BOOK_PREFLIGHT), PreflightReport)
