@@ -18,7 +18,7 @@ from tasks.common import StoreSettings
 class RenderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    formats: list[Literal["html", "pdf"]] = Field(default_factory=lambda: ["html", "pdf"])
+    formats: list[Literal["html", "pdf", "epub"]] = Field(default_factory=lambda: ["html", "pdf"])
     print_settings: PrintSettings = PrintSettings()
     self_contained: bool = False
 

@@ -100,7 +100,9 @@ def generate(
     guidance: float = typer.Option(7.5, "--guidance", min=1.0, help="Classifier-free guidance scale (reference 7.5)."),
     write_batch: int = typer.Option(8, "--write-batch", min=1, help="Stories per MLLM batch."),
     draw_batch: int = typer.Option(16, "--draw-batch", min=1, help="Pictures per de-tokenizer task."),
-    formats: str = typer.Option("html,pdf", "--format", help="Books to render: html, pdf, both, or 'none'."),
+    formats: str = typer.Option(
+        "html,pdf", "--format", help="Books to render, comma-separated: html, pdf, epub; or 'none'."
+    ),
     profile: str = typer.Option("screen", "--print-profile", help="Books for: screen, kdp or ingramspark."),
     page_size: str | None = typer.Option(None, "--page-size", help="8.5x8.5, a4 or letter (default: the profile's)."),
     s3_endpoint_url: str | None = typer.Option(None, "--s3-endpoint-url", help="e.g. http://127.0.0.1:9000 (MinIO)."),

@@ -15,7 +15,7 @@ def render(
         ..., "--store", help="Store holding runs/{run_id}/: a local folder, file:///path or s3://bucket[/prefix]."
     ),
     run: str = typer.Option(..., "--run", help="Run id."),
-    formats: str = typer.Option("html,pdf", "--format", help="Comma-separated: html, pdf."),
+    formats: str = typer.Option("html,pdf", "--format", help="Comma-separated: html, pdf, epub."),
     profile: str = typer.Option(
         "screen", "--print-profile", help="screen (RGB, tagged PDF/UA), kdp (CMYK PDF/X-1a) or ingramspark (PDF/X-4)."
     ),

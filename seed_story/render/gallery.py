@@ -6,7 +6,7 @@ from collections.abc import Collection, Mapping
 
 from seed_story.render.preflight import PreflightReport
 from seed_story.render.templating import environment
-from seed_story.runstore.keys import BOOK_HTML, BOOK_PDF
+from seed_story.runstore.keys import BOOK_EPUB, BOOK_HTML, BOOK_PDF
 from seed_story.runstore.records import StoryRecord
 
 
@@ -36,6 +36,7 @@ def render_gallery(
                 "thumb": f"{r.story_id}/{r.opening_image}" if r.opening_image else None,
                 "href": html if ok and html in existing else None,
                 "pdf": pdf if ok and pdf in existing else None,
+                "epub": epub if ok and (epub := f"{r.story_id}/{BOOK_EPUB}") in existing else None,
                 "preflight": _preflight_line((preflight or {}).get(r.story_id)) if ok else None,
                 "preflight_failed": ok and not getattr((preflight or {}).get(r.story_id), "passed", True),
             }

@@ -7,16 +7,17 @@ from collections.abc import Callable, Iterable
 
 from pydantic import BaseModel
 
+from seed_story.render.epub import write_book_epub
 from seed_story.render.gallery import render_gallery
 from seed_story.render.html import write_book_html
 from seed_story.render.pdf import PdfReport, PrintSettings, write_book_pdf
 from seed_story.render.preflight import PreflightReport
 from seed_story.runstore import RunKeys, StoryKeys, StoryRecord, StoryStore
-from seed_story.runstore.keys import BOOK_HTML, BOOK_PDF, BOOK_PREFLIGHT
+from seed_story.runstore.keys import BOOK_EPUB, BOOK_HTML, BOOK_PDF, BOOK_PREFLIGHT
 from seed_story.storage import ObjectStore, get_model, publish, staged_folder
 
 logger = logging.getLogger(__name__)
-FORMATS = ("html", "pdf")
+FORMATS = ("html", "pdf", "epub")
 
 
 class RunReport(BaseModel):
@@ -50,6 +51,9 @@ def render_story(
         if "html" in formats:
             write_book_html(record, folder, self_contained=self_contained)
             written.append(BOOK_HTML)
+        if "epub" in formats:
+            write_book_epub(record, folder)
+            written.append(BOOK_EPUB)
         if "pdf" in formats:
             report = write_book_pdf(record, folder, settings)
             written += [BOOK_PDF] + ([BOOK_PREFLIGHT] if report.preflight is not None else [])

@@ -12,6 +12,7 @@ SEQUENCE = "sequence.parquet"
 OPENING_IMAGE = "opening.png"
 BOOK_HTML = "book.html"
 BOOK_PDF = "book.pdf"
+BOOK_EPUB = "book.epub"
 BOOK_PREFLIGHT = "book.preflight.json"
 GALLERY_HTML = "index.html"
 
