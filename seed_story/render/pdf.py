@@ -16,10 +16,12 @@ from typing import Literal
 
 from PIL import Image, ImageCms
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from weasyprint import HTML
+from weasyprint import CSS, HTML
+from weasyprint.text.fonts import FontConfiguration
 
 from seed_story.provenance import Provenance, stamp_pdf
 from seed_story.render.fetcher import BookFetcher
+from seed_story.render.fonts import FONT_DIR, FONT_STACK, font_faces_css
 from seed_story.render.preflight import PreflightReport, preflight, preflight_available
 from seed_story.render.templating import book_context, environment
 from seed_story.render.upscale import enlarge, is_flat_colour
@@ -217,7 +219,8 @@ def render_book_pdf_html(record: StoryRecord, art: PrintArt, settings: PrintSett
              for step, src in zip(record.steps, art.step_srcs, strict=True)]  # fmt: skip
     template = environment().get_template("print.html.j2")
     return template.render(**book_context(record), g=Geometry.of(settings), steps=steps, padding=padding,
-                           opening_src=art.opening_src, colours=_colours(settings), icc_src=art.icc_src)  # fmt: skip
+                           fonts=FONT_STACK, opening_src=art.opening_src, colours=_colours(settings),
+                           icc_src=art.icc_src)  # fmt: skip
 
 
 def render_pdf_from_html(
@@ -228,7 +231,10 @@ def render_pdf_from_html(
     ``provenance`` in its XMP; returns (pages, refused URLs)."""
     story_dir = Path(story_dir)
     fetcher = BookFetcher(story_dir)
-    doc = HTML(string=html, base_url=story_dir.resolve().as_uri() + "/", url_fetcher=fetcher).render()
+    font_config, fonts = _shipped_fonts()
+    doc = HTML(string=html, base_url=story_dir.resolve().as_uri() + "/", url_fetcher=fetcher).render(
+        stylesheets=[fonts], font_config=font_config
+    )
     # A fixed identifier and fixed dates make the bytes reproducible (PDF/A, /UA and /X need dates).
     doc.metadata.created = doc.metadata.modified = FIXED_DATE
     data = doc.write_pdf(pdf_identifier=hashlib.sha256(identifier.encode()).hexdigest()[:32].encode(),
@@ -240,6 +246,14 @@ def render_pdf_from_html(
     if fetcher.refused:
         logger.warning("refused %d URL(s) outside %s: %s", len(fetcher.refused), story_dir, fetcher.refused)
     return len(doc.pages), fetcher.refused
+
+
+@lru_cache(maxsize=1)
+def _shipped_fonts() -> tuple[FontConfiguration, CSS]:
+    """The package's fonts, loaded once per process and shared by every book it renders."""
+    font_config = FontConfiguration()
+    css = CSS(string=font_faces_css(), font_config=font_config, url_fetcher=BookFetcher(FONT_DIR))
+    return font_config, css
 
 
 def pages_to_add(pages: int, s: PrintSettings) -> int:
