@@ -54,3 +54,16 @@ def test_mini_eval_runs_on_the_toy_model(toy_checkpoint_dir, tmp_path):
     report = json.loads(out.read_text())
     assert [r["condition"] for r in report["results"]][:2] == ["ground_truth", "upper_bound"]
     assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_sampler_curve_runs_on_the_toy_model(toy_checkpoint_dir, tmp_path):
+    out = tmp_path / "samplers.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "samplers.py"), "--model", str(toy_checkpoint_dir), "--stories", "1",
+           "--steps", "1", "--samplers", "euler", "dpm++2m", "--draw-steps", "2", "3", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert [(r["sampler"], r["steps"]) for r in report["rows"]] == [("euler", 2), ("euler", 3), ("dpm++2m", 2),
+                                                                     ("dpm++2m", 3)]  # fmt: skip
+    assert report["chosen"] in report["rows"] and out.with_suffix(".png").stat().st_size > 0

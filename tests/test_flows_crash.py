@@ -67,7 +67,7 @@ def test_sigkill_mid_run_then_resume(prefect_api, toy_checkpoint_dir, tmp_path):
     # 3. The next run finishes the night.
     summary = nightly_generation(nightly_settings(manifest, str(store_dir), toy_checkpoint_dir, lease_seconds=LEASE))
     ids = sorted(r["story_id"] for r in rows)
-    assert sorted(summary.completed) == ids and not summary.failed and not summary.skipped_finished
+    assert sorted(summary.completed) == ids and not summary.failed and not summary.skipped_finished, summary
     for key, record in written_2.items():
         assert get_model(store, key, StepRecord) == record  # written before a kill: kept as is
     for key, record in drawn_2.items():

@@ -10,7 +10,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Bottom up. A module may import any module of a lower layer, and modules of its own layer.
 LAYERS: list[set[str]] = [
-    {"seed_story.config", "seed_story.storage"},
+    {"seed_story.config", "seed_story.storage", "seed_story.provenance"},
     {"seed_story.presets", "seed_story.tokenizer", "seed_story.models", "seed_story.interleave"},
     {"seed_story.checkpoints", "seed_story.describe"},
     {"seed_story.components"},

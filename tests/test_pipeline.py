@@ -133,3 +133,21 @@ def test_from_pretrained_loads_a_project_checkpoint(toy_components, tmp_path):
     out = pipe(buffer.getvalue(), _caption(9), num_steps=2)
     assert out.opening_image is not None and out.opening_image.size == (60, 40)
     assert len(out.steps) <= 2 and out.stop_reason in ("steps", "eos_without_image")
+
+
+def test_samplers_share_the_noise_schedule_and_each_is_deterministic(pipe):
+    """euler (the reference's), DPM-Solver++ 2M and UniPC draw from the same features; each repeats itself
+    exactly and differs from the others; an unknown sampler is refused by the settings."""
+    features = pipe.negative_features.expand(2, -1, -1) + 0.1
+    drawn = {}
+    for sampler in ("euler", "dpm++2m", "unipc"):
+        pipe.draw_settings = DrawSettings(sampler=sampler, num_inference_steps=3, batch_size=2)
+        first, again = pipe.draw(features), pipe.draw(features)
+        assert [np.asarray(a).tobytes() for a in first] == [np.asarray(b).tobytes() for b in again]
+        drawn[sampler] = np.asarray(first[0]).astype(int)
+    assert (
+        pipe.drawer.samplers["dpm++2m"].config.prediction_type == pipe.drawer.samplers["euler"].config.prediction_type
+    )
+    assert np.abs(drawn["euler"] - drawn["dpm++2m"]).max() > 0 and np.abs(drawn["euler"] - drawn["unipc"]).max() > 0
+    with pytest.raises(ValueError, match="sampler"):
+        DrawSettings(sampler="ddim")

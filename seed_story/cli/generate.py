@@ -98,6 +98,7 @@ def generate(
     dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
     draw_steps: int = typer.Option(50, "--draw-steps", min=1, help="De-tokenizer denoising steps per picture."),
     guidance: float = typer.Option(7.5, "--guidance", min=1.0, help="Classifier-free guidance scale (reference 7.5)."),
+    sampler: str = typer.Option("euler", "--sampler", help="euler (the reference's), dpm++2m or unipc."),
     write_batch: int = typer.Option(8, "--write-batch", min=1, help="Stories per MLLM batch."),
     draw_batch: int = typer.Option(16, "--draw-batch", min=1, help="Pictures per de-tokenizer task."),
     formats: str = typer.Option(
@@ -129,7 +130,8 @@ def generate(
             manifest=manifest, image_roots=image_roots, store=store, run_id=run_id,
             s3=S3Settings(endpoint_url=s3_endpoint_url),
             registry=registry, model=ModelSpec(path=model, device=device, dtype=dtype, writer=WriterSettings(),
-                            draw=DrawSettings(num_inference_steps=draw_steps, guidance_scale=guidance)),
+                            draw=DrawSettings(num_inference_steps=draw_steps, guidance_scale=guidance,
+                                              sampler=sampler)),
             write_batch_size=write_batch, draw_batch_size=draw_batch, lease_seconds=lease_seconds,
             render=RenderOptions(formats=wanted, print_settings=print_profile(profile, **sized)) if wanted else None,
         )  # fmt: skip
@@ -149,14 +151,17 @@ def demo(
     model: Path | None = typer.Option(
         None, "--model", help=f"Default: the bundled SEED-Story-Mini, else a toy model trained once into {DEMO_CACHE}."
     ),
-    draw_steps: int = typer.Option(25, "--draw-steps", min=1, help="De-tokenizer denoising steps per picture."),
+    draw_steps: int | None = typer.Option(
+        None, "--draw-steps", min=1, help="Denoising steps per picture. Default: 12 for the mini model, else 25."
+    ),
+    sampler: str | None = typer.Option(None, "--sampler", help="Default: dpm++2m for the mini model, else euler."),
     guidance: float | None = typer.Option(
         None, "--guidance", min=1.0, help="Default: 1.0 for the mini model, else 7.5."
     ),
 ) -> None:
     """Three storybooks from bundled example prompts, on the embedded defaults (local store, local Prefect API)."""
     from seed_story.batch.pipelines import ModelSpec
-    from seed_story.examples import bundled_model, demo_guidance, demo_prompts
+    from seed_story.examples import bundled_model, demo_draw, demo_guidance, demo_prompts
     from seed_story.generation.settings import DrawSettings
     from seed_story.training.toy import toy_checkpoint
     from tasks.settings import NightlySettings
@@ -167,12 +172,12 @@ def demo(
     if model is None:
         console.print(f"toy model: {DEMO_CACHE} (trained in ~20 s on first use; the mini model is not installed)")
         model = toy_checkpoint(DEMO_CACHE)
+    default_sampler, default_steps = demo_draw(model)
+    draw = DrawSettings(sampler=sampler or default_sampler, num_inference_steps=draw_steps or default_steps,
+                        batch_size=12, guidance_scale=guidance or demo_guidance(model))  # fmt: skip
     with resources.as_file(resources.files("seed_story.examples") / demo_prompts(model)) as manifest:
-        settings = NightlySettings(
-            manifest=str(manifest), store=str(out.resolve()), run_id="demo",
-            model=ModelSpec(path=str(model), draw=DrawSettings(num_inference_steps=draw_steps, batch_size=12,
-                                                               guidance_scale=guidance or demo_guidance(model))),
-        )  # fmt: skip
+        settings = NightlySettings(manifest=str(manifest), store=str(out.resolve()), run_id="demo",
+                                   model=ModelSpec(path=str(model), draw=draw))  # fmt: skip
         summary = run_night(settings, console=console)
     _print_summary(summary, str(out.resolve()), Console())
     for story_id in sorted([*summary.completed, *summary.skipped_finished]):

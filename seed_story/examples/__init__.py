@@ -16,6 +16,11 @@ def bundled_model() -> Path | None:
 # reference's 7.5 saturates it (docs/mini-model.md, lesson 5).
 MINI_GUIDANCE = 1.0
 REFERENCE_GUIDANCE = 7.5
+# The mini's drawing: the fastest sampler x steps whose judge reconstruction is within 0.02 of the best, from
+# bench/samplers.py (12 held-out stories x 4 steps: DPM-Solver++ 2M at 12 steps scores what Euler at 25 does, in
+# half the time; docs/generation.md). Other models keep the reference's Euler.
+MINI_DRAW = ("dpm++2m", 12)
+REFERENCE_DRAW = ("euler", 25)
 
 
 def is_mini(model: Path) -> bool:
@@ -28,6 +33,11 @@ def is_mini(model: Path) -> bool:
 def demo_guidance(model: Path) -> float:
     """The guidance scale the demo draws ``model``'s pictures with."""
     return MINI_GUIDANCE if is_mini(model) else REFERENCE_GUIDANCE
+
+
+def demo_draw(model: Path) -> tuple[str, int]:
+    """(sampler, denoising steps) the demo draws ``model``'s pictures with."""
+    return MINI_DRAW if is_mini(model) else REFERENCE_DRAW
 
 
 def demo_prompts(model: Path) -> str:

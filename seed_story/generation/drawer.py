@@ -6,7 +6,13 @@ from collections.abc import Sequence
 
 import PIL.Image
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline
+from diffusers import (
+    AutoencoderKL,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionXLPipeline,
+    UniPCMultistepScheduler,
+)
 
 from seed_story.models.detokenizer import Detokenizer
 
@@ -31,6 +37,13 @@ class ImageDrawer:
     ) -> None:
         self.detokenizer = detokenizer
         self.image_size = image_size
+        # Every sampler shares the model's noise schedule (betas, prediction type, spacing): only the solver differs.
+        self.samplers = {
+            "euler": scheduler,
+            "dpm++2m": DPMSolverMultistepScheduler.from_config(scheduler.config, algorithm_type="dpmsolver++",
+                                                                solver_order=2),
+            "unipc": UniPCMultistepScheduler.from_config(scheduler.config),
+        }  # fmt: skip
         self.pipe = StableDiffusionXLPipeline(
             vae=vae,
             unet=detokenizer.unet,
@@ -68,6 +81,7 @@ class ImageDrawer:
         height: int | None = None,
         width: int | None = None,
         seed: int | Sequence[int] = 42,
+        sampler: str = "euler",
         progress: bool = False,
     ) -> list[PIL.Image.Image]:
         """Draw one picture per feature set (N, T, D) in one batched pipeline call.
@@ -79,6 +93,9 @@ class ImageDrawer:
         n = features.shape[0]
         seeds = [seed] * n if isinstance(seed, int) else list(seed)
         self.check_inputs(features, negative_features, seeds)
+        if sampler not in self.samplers:
+            raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(self.samplers)}")
+        self.pipe.scheduler = self.samplers[sampler]
 
         # 1. Encode positives and the negative in one resampler pass; broadcast the negative to the batch.
         prompt_embeds, pooled = self.detokenizer.encode(torch.cat([features, negative_features.to(features)]))

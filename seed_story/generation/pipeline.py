@@ -186,6 +186,7 @@ class StoryPipeline:
                 num_inference_steps=s.num_inference_steps,
                 guidance_scale=s.guidance_scale,
                 seed=s.seed,
+                sampler=s.sampler,
             )
         return pictures
 

@@ -152,9 +152,15 @@ class WriterSettings(StrictModel):
         return 1 + self.sink.sink_bound() + self.sink.window_images * step + step + decoding
 
 
+Sampler = Literal["euler", "dpm++2m", "unipc"]
+
+
 class DrawSettings(StrictModel):
     """De-tokenizer settings (the scripts' values: Euler 50 steps, CFG 7.5, seed 42 for every picture)."""
 
+    sampler: Sampler = Field(
+        default="euler", description="euler (the reference's), dpm++2m (DPM-Solver++ multistep) or unipc"
+    )
     num_inference_steps: int = Field(default=50, ge=1)
     guidance_scale: float = Field(default=7.5, ge=1)
     seed: int = 42
