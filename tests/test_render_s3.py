@@ -51,7 +51,7 @@ def test_render_run_reads_and_writes_s3(s3_bucket, tmp_path):
     assert pdfs == [("runs/r1/a/book.pdf", None, 4), ("runs/r1/b/book.pdf", None, 3)]
     # Only story.json files and the images of complete stories came down; never notes.bin or another book.
     needed = ["a/opening.png", "a/step_01.png", "a/step_02.png", "a/story.json", "b/opening.png", "b/step_01.png",
-              "b/story.json", "c/story.json", "a/book.preflight.json", "b/book.preflight.json"]  # fmt: skip
+              "b/story.json", "c/story.json"]  # fmt: skip
     assert sorted(fetched) == sorted(f"{PREFIX}/runs/r1/{name}" for name in needed)
 
     def raw(key: str) -> bytes:

@@ -18,13 +18,13 @@ import uuid
 import zipfile
 from pathlib import Path
 
-from seed_story.render.templating import book_context, environment
+from seed_story.render.templating import STATED_DATE, book_context, environment
 from seed_story.runstore.keys import BOOK_EPUB
 from seed_story.runstore.records import StoryRecord
 from seed_story.storage import atomic_file
 
 PAGE_WIDTH, PAGE_HEIGHT = 1600, 900
-MODIFIED = "2000-01-01T00:00:00Z"  # the stated modification date: a rerender writes the same bytes
+MODIFIED = STATED_DATE.strftime("%Y-%m-%dT%H:%M:%SZ")  # dcterms:modified wants this exact form
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 _MEDIA = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 _CONTAINER = """<?xml version="1.0" encoding="UTF-8"?>

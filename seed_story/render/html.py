@@ -28,8 +28,7 @@ def render_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bo
     def src(name: str) -> str:
         return data_uri(story_dir / name) if self_contained else name
 
-    steps = [{"text": s.text, "src": src(s.image), "size": image_size(story_dir / s.image),
-              "pixelated": _pixelated(story_dir / s.image)} for s in record.steps]  # fmt: skip
+    steps = [{"text": s.text, "src": src(s.image), **_picture(story_dir / s.image)} for s in record.steps]
     opening = record.opening_image
     return (
         environment()
@@ -43,10 +42,11 @@ def render_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bo
     )
 
 
-def _pixelated(path: Path) -> bool:
-    """Small flat-colour art is shown with crisp pixels (``image-rendering: pixelated``), not blurred."""
+def _picture(path: Path) -> dict[str, object]:
+    """A step picture's size, and whether it is small flat-colour art to show with crisp pixels
+    (``image-rendering: pixelated``) rather than blurred."""
     with Image.open(path) as im:
-        return min(im.size) < PIXELATED_BELOW and is_flat_colour(im)
+        return {"size": im.size, "pixelated": min(im.size) < PIXELATED_BELOW and is_flat_colour(im)}
 
 
 def write_book_html(record: StoryRecord, story_dir: Path, *, self_contained: bool = False) -> Path:

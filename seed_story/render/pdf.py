@@ -23,7 +23,7 @@ from seed_story.provenance import Provenance, stamp_pdf
 from seed_story.render.fetcher import BookFetcher
 from seed_story.render.fonts import FONT_DIR, FONT_STACK, font_faces_css
 from seed_story.render.preflight import PreflightReport, preflight, preflight_available
-from seed_story.render.templating import book_context, environment
+from seed_story.render.templating import STATED_DATE, book_context, book_provenance, environment
 from seed_story.render.upscale import enlarge, is_flat_colour
 from seed_story.runstore.keys import BOOK_PDF, BOOK_PREFLIGHT
 from seed_story.runstore.records import StoryRecord
@@ -32,7 +32,6 @@ from seed_story.storage import atomic_file
 logger = logging.getLogger(__name__)
 PRINT_ASSETS = "print"  # upscaled copies of the art, inside the story folder
 CMYK_ICC = "FOGRA39L-seed-story.icc"  # bundled CMYK output profile (seed_story/render/icc/README.md)
-FIXED_DATE = "2000-01-01T00:00:00+00:00"  # the books' stated dates: a rerender writes the same bytes
 
 
 class PageSize(StrEnum):
@@ -236,7 +235,7 @@ def render_pdf_from_html(
         stylesheets=[fonts], font_config=font_config
     )
     # A fixed identifier and fixed dates make the bytes reproducible (PDF/A, /UA and /X need dates).
-    doc.metadata.created = doc.metadata.modified = FIXED_DATE
+    doc.metadata.created = doc.metadata.modified = STATED_DATE.isoformat()
     data = doc.write_pdf(pdf_identifier=hashlib.sha256(identifier.encode()).hexdigest()[:32].encode(),
                          pdf_variant=variant, pdf_tags=variant == "pdf/ua-1")  # fmt: skip
     if provenance is not None:
@@ -274,8 +273,7 @@ def write_book_pdf(record: StoryRecord, story_dir: Path, settings: PrintSettings
     settings = settings or PrintSettings()
     story_dir = Path(story_dir)
     out = story_dir / BOOK_PDF
-    stated = Provenance(model_version=record.model_version or None, run_id=record.run_id or None,
-                        story_id=record.story_id)  # fmt: skip
+    stated = book_provenance(record)
     art = prepare_print_art(record, story_dir, settings)
     padding = pages_to_add(len(record.steps) + 2, settings)  # cover, a page per step, end page
     while True:  # once more only if text ran over a page and the count missed the rules

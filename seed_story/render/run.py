@@ -93,10 +93,13 @@ def render_run(
         raise ValueError(f"unknown format(s) {sorted(unknown)}; choose from {FORMATS}")
     records = [stories.read_story(run_id, sid) for sid in stories.story_ids(run_id)]
     rendered, pdfs = [], []
+    checks: dict[str, PreflightReport] = {}  # story -> its PDF's preflight: this render's, else the stored one
     for done, record in enumerate(records, start=1):
         if record.status == "complete":
             report = render_story(stories, run_id, record, formats, settings, self_contained=self_contained)
             pdfs += [report] if report else []
+            if report is not None and report.preflight is not None:
+                checks[record.story_id] = report.preflight
             rendered.append(record.story_id)
             logger.info("rendered %s/%s", run_id, record.story_id)
         if progress is not None:
@@ -104,8 +107,9 @@ def render_run(
     run_key = RunKeys(run_id).prefix
     # The gallery links only books that exist now, whichever run wrote them: ask the store, not this run.
     existing = {key.removeprefix(run_key + "/") for key in stories.objects.list(run_key + "/")}
-    checks = {r.story_id: _read_preflight(stories, run_id, r.story_id) for r in records
-              if f"{r.story_id}/{BOOK_PREFLIGHT}" in existing}  # fmt: skip
+    for r in records:  # books rendered before (e.g. this run made only HTML): one read each
+        if r.story_id not in checks and f"{r.story_id}/{BOOK_PREFLIGHT}" in existing:
+            checks[r.story_id] = _read_preflight(stories, run_id, r.story_id)
     gallery = render_gallery(run_id, records, existing, checks).encode("utf-8")
     stories.objects.put_bytes(RunKeys(run_id).gallery, gallery, content_type="text/html; charset=utf-8")
     failed = [r.story_id for r in records if r.status == "failed"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import mimetypes
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ def environment() -> jinja2.Environment:
     )
 
 
+# The date every book states (PDF metadata, EPUB dcterms:modified): a rerender writes the same bytes.
+STATED_DATE = datetime(2000, 1, 1, tzinfo=UTC)
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """Pixel width and height of an image file."""
     with Image.open(path) as im:
@@ -46,8 +51,12 @@ def data_uri(path: Path) -> str:
     return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
 
 
+def book_provenance(record: StoryRecord) -> Provenance:
+    """What a book of ``record`` states about its origin (``seed_story.provenance``)."""
+    return Provenance(model_version=record.model_version or None, run_id=record.run_id or None,
+                      story_id=record.story_id)  # fmt: skip
+
+
 def book_context(record: StoryRecord) -> dict[str, Any]:
     """What every book template needs besides its pages: text direction and the provenance it states."""
-    stated = Provenance(model_version=record.model_version or None, run_id=record.run_id or None,
-                        story_id=record.story_id)  # fmt: skip
-    return {"story": record, "direction": text_direction(record.language), "provenance": stated}
+    return {"story": record, "direction": text_direction(record.language), "provenance": book_provenance(record)}

@@ -11,9 +11,12 @@ TrueType file per weight (fontTools), so a book needs six font files, not hundre
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import tempfile
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 # family file -> (fontsource package, Unicode-range subsets to merge ("*" = every numbered chunk), weight)
 FONTS: dict[str, tuple[str, tuple[str, ...], int]] = {
@@ -56,7 +59,7 @@ def build(fontsource: Path, out: Path) -> None:
             )
             merged.flavor = None  # plain TrueType: WeasyPrint loads it at once (WOFF2 would cost ~6 s to decode)
             merged.save(out / target)
-            print(f"{target}: {len(plain)} file(s), {len(merged.getGlyphOrder())} glyphs")  # noqa: T201 (a script)
+            logger.info("%s: %d file(s), %d glyphs", target, len(plain), len(merged.getGlyphOrder()))
         shutil.copyfile(fontsource / "noto-serif" / "LICENSE", out / "OFL.txt")
 
 
@@ -65,4 +68,5 @@ if __name__ == "__main__":
     parser.add_argument("fontsource", type=Path, help="node_modules/@fontsource")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     build(args.fontsource, args.out)
