@@ -5,9 +5,11 @@ BIN := $(VENV)/bin
 
 .PHONY: setup test lint format mini-data train-mini
 
+# setup also installs axe-core for the accessibility tests (skipped without it) where npm exists.
 setup:
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	if command -v npm >/dev/null 2>&1; then npm ci --prefix tests/a11y --no-audit --no-fund --silent; fi
 
 test:
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
