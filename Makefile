@@ -3,7 +3,7 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint format mini-data train-mini
+.PHONY: setup test lint format bench mini-data train-mini
 
 # setup also installs axe-core for the accessibility tests (skipped without it) where npm exists.
 setup:
@@ -21,6 +21,14 @@ lint:
 format:
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The CPU benchmarks (~12 min on 2 cores), one after another so that none slows another; results in bench/results/.
+bench:
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/throughput.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/demo_time.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/samplers.py --stories 12 --steps 4 --draw-steps 2 4 8 12 25
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/generation.py
+	HF_HUB_OFFLINE=1 $(BIN)/python bench/render.py
 
 # SEED-Story-Mini from scratch (docs/mini-model.md): the world, the tokenizer, then five training runs.
 # The ViT and the VAE pre-train independently, and so do stages 1 and 2 afterwards: `make -j2 train-mini` runs

@@ -28,7 +28,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seed_story.batch.pipelines import toy_checkpoint  # noqa: E402
 from seed_story.components import Components, load_components  # noqa: E402
 from seed_story.generation.pipeline import StoryPipeline  # noqa: E402
 from seed_story.generation.records import StoryRequest  # noqa: E402
@@ -36,6 +35,7 @@ from seed_story.generation.settings import DrawSettings  # noqa: E402
 from seed_story.generation.writer import StoryWriter  # noqa: E402
 from seed_story.storyworld.toy import toy_openings  # noqa: E402
 from seed_story.tokenizer import ImageTokenIds  # noqa: E402
+from seed_story.training.toy import toy_checkpoint  # noqa: E402
 from tests.reference_generation import reference_write  # noqa: E402
 
 

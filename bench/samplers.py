@@ -67,11 +67,13 @@ def main() -> None:
             drawn = pipe.draw(features)
             seconds = (time.perf_counter() - start) / len(drawn)
             agree = picture_agreement(true_pictures, drawn)
+            fidelity = sum(pipe.draw_fidelity(features, drawn)) / len(drawn)
             frames = iter(drawn)
             scores = sum((judge_story(zip(c, [t[0], *(next(frames) for _ in c[1:])], strict=True))
                           for c, t in zip(captions, truth, strict=True)), Scores())  # fmt: skip
             rows.append({"sampler": sampler, "steps": steps, "seconds_per_picture": round(seconds, 4),
                          "reconstruction": round(agree.reconstruction, 4), "scene": round(agree.scene, 4),
+                         "feature_fidelity": round(fidelity, 4),
                          "character_consistency": round(scores.character_consistency.value or 0.0, 4)})  # fmt: skip
             print(rows[-1])
     best = max(r["reconstruction"] for r in rows)

@@ -2,9 +2,10 @@
 
 read + validate manifest -> pin the model (a models:// alias is resolved once per run) -> plan (skip finished
 stories, lease the rest: stories another live attempt holds are left to it) -> tokenizer (openings, mapped
-over micro-batches) -> MLLM (stories in micro-batches, every step persisted) -> de-tokenizer (all stored
-feature sets, batched across stories) -> finish (sequence.parquet + story.json) -> render books -> export
--> summary + artifact.
+over micro-batches) -> MLLM (stories in micro-batches, every step persisted; where the model draws alongside,
+a GPU by default, each step's picture is drawn as soon as the step is stored) -> de-tokenizer (the stored
+feature sets still undrawn: all of them on a CPU or with ``memory: low``, else those of steps an earlier attempt
+wrote) -> finish (sequence.parquet + story.json) -> render books -> export -> summary + artifact.
 
 A crash anywhere resumes on the next run with the same ``run_id``: finished stories are skipped, written steps
 are replayed rather than decoded again, drawn pictures are kept.
@@ -120,20 +121,22 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
             futures = tokenizer_task.map([settings] * len(batches), batches, [attempt] * len(batches))
             failures += [f for found in _gather(futures, batches, "tokenizer", failures) for f in found]
 
-        with _timed(seconds, "mllm"):
-            batches = chunks(live(), settings.write_batch_size)
-            futures = mllm_task.map([settings] * len(batches), batches, [attempt] * len(batches))
-            reports: list[WriteReport] = _gather(futures, batches, "mllm", failures)
+        with _timed(seconds, "mllm"):  # and drawing alongside, where the model does
+            write_batches = chunks(live(), settings.write_batch_size)
+            futures = mllm_task.map([settings] * len(write_batches), write_batches, [attempt] * len(write_batches))
+            written: list[tuple[WriteReport, DrawReport]] = _gather(futures, write_batches, "mllm", failures)
+            reports, draws = [w for w, _ in written], [d for _, d in written]
             failures += [f for report in reports for f in report.failures]
+            failures += [f for report in draws for f in report.failures]
 
-        with _timed(seconds, "detokenizer"):
-            items = list_draws_task(settings, live())
-            item_batches = chunks(items, settings.draw_batch_size)
+        with _timed(seconds, "detokenizer"):  # what is left: every picture where none is drawn alongside
+            bad = {f.story_id for f in failures}
+            item_batches = list_draws_task(settings, [[p for p in b if p.story_id not in bad] for b in write_batches])
             owners = {p.story_id: p for p in plan.pending}
             story_batches = [list({i.story_id: owners[i.story_id] for i in b}.values()) for b in item_batches]
             futures = detokenizer_task.map([settings] * len(item_batches), item_batches, [attempt] * len(item_batches))
-            draws: list[DrawReport] = _gather(futures, story_batches, "detokenizer", failures)
-            failures += [f for report in draws for f in report.failures]
+            draws += _gather(futures, story_batches, "detokenizer", failures)
+            failures += [f for report in draws[len(written) :] for f in report.failures]
 
         with _timed(seconds, "finish"):
             unique = list({f.story_id: f for f in failures}.values())

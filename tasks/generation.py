@@ -1,10 +1,11 @@
 """Tasks of the nightly generation flow. GPU tasks carry the ``gpu`` tag (a tag concurrency limit caps how many
-run at once on a worker) and share one pipeline per worker process (:func:`seed_story.batch.pipelines.load_pipeline`).
-They pass records and store keys, never tensors.
+run at once on a worker) and share one model per worker process (:func:`seed_story.batch.pipelines.load_model`),
+each holding the half it uses. They pass records and store keys, never tensors.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -15,10 +16,11 @@ from seed_story.batch.leases import FencedStore
 from seed_story.batch.manifest import Manifest
 from seed_story.batch.model_pin import pinned_model
 from seed_story.batch.openings import encode_openings
-from seed_story.batch.pipelines import ModelSpec, load_pipeline
+from seed_story.batch.pipelines import ModelSpec, load_model
 from seed_story.batch.planning import RunPlan, plan_run
 from seed_story.batch.progress import count_progress
 from seed_story.batch.sources import load_manifest
+from seed_story.batch.streaming import DrawAlongside
 from seed_story.batch.writing import WriteReport, write_stories
 from seed_story.render.run import RunReport, render_run
 from seed_story.runstore.records import StoryFailure, StoryPlan
@@ -59,32 +61,48 @@ def plan_task(settings: NightlySettings, manifest: Manifest, data: bytes, versio
 @task(name="tokenizer", tags=[GPU_TAG], **IO_TASK)
 def tokenizer_task(settings: NightlySettings, plans: list[StoryPlan], attempt: str) -> list[StoryFailure]:
     """ViT-encode a micro-batch of opening pictures into the store."""
-    pipeline, lock = load_pipeline(settings.model)
-    with lock:
+    with load_model(settings.model).use("writer") as pipeline:
         return encode_openings(story_store(settings, attempt), plans, pipeline, settings.s3, settings.limits)
 
 
 @task(name="mllm", tags=[GPU_TAG], **IO_TASK)
-def mllm_task(settings: NightlySettings, plans: list[StoryPlan], attempt: str) -> WriteReport:
-    """Write a micro-batch of stories (text + regressed features per step), persisting every step."""
-    pipeline, lock = load_pipeline(settings.model)
-    with lock:
-        report = write_stories(story_store(settings, attempt), plans, pipeline, attempt, settings.limits)
-    count_progress(settings.resolved_run_id(), settings.part, steps=report.written)
-    get_run_logger().info("wrote %d steps (%d resumed from the store)", report.written, report.resumed)
-    return report
+def mllm_task(settings: NightlySettings, plans: list[StoryPlan], attempt: str) -> tuple[WriteReport, DrawReport]:
+    """Write a micro-batch of stories (text + regressed features per step), persisting every step; with both
+    halves resident (``memory: normal``) each step's picture is drawn alongside as soon as the step is stored."""
+    model, store, run = load_model(settings.model), story_store(settings, attempt), settings.resolved_run_id()
+    if not settings.model.draws_while_writing:
+        with model.use("writer") as pipeline:
+            report = write_stories(store, plans, pipeline, attempt, settings.limits)
+        drawn = DrawReport()
+    else:
+        counted = partial(_count_pictures, run, settings.part)
+        drawer = DrawAlongside(store, model, plans, attempt, settings.draw_batch_size, on_drawn=counted)
+        with drawer, model.use("writer") as pipeline:
+            report = write_stories(store, plans, pipeline, attempt, settings.limits, on_stored=drawer.stored)
+        drawn = drawer.report
+    count_progress(run, settings.part, steps=report.written)
+    get_run_logger().info("wrote %d steps (%d resumed from the store), drew %d pictures alongside", report.written,
+                          report.resumed, drawn.drawn)  # fmt: skip
+    return report, drawn
+
+
+def _count_pictures(run_id: str, part: str | None, pictures: int) -> None:
+    count_progress(run_id, part, pictures=pictures)
 
 
 @task(name="list-draws", **IO_TASK)
-def list_draws_task(settings: NightlySettings, plans: list[StoryPlan]) -> list[DrawItem]:
-    return pending_draws(settings.open_store(), plans)
+def list_draws_task(settings: NightlySettings, batches: list[list[StoryPlan]]) -> list[list[DrawItem]]:
+    """The pictures still to draw, in the chunks drawing alongside the writer would have drawn them in (per writing
+    micro-batch, ``draw_batch_size`` each): the same pictures whichever way they are drawn."""
+    store, size = settings.open_store(), settings.draw_batch_size
+    listed = [pending_draws(store, batch) for batch in batches]
+    return [items[i : i + size] for items in listed for i in range(0, len(items), size)]
 
 
 @task(name="detokenizer", tags=[GPU_TAG], **IO_TASK)
 def detokenizer_task(settings: NightlySettings, items: list[DrawItem], attempt: str) -> DrawReport:
-    """Draw a batch of stored feature sets (from any stories) into pictures."""
-    pipeline, lock = load_pipeline(settings.model)
-    with lock:
+    """Draw a chunk of stored feature sets (from any stories) into pictures."""
+    with load_model(settings.model).use("drawer") as pipeline:
         report = draw_items(story_store(settings, attempt), items, pipeline, attempt)
     count_progress(settings.resolved_run_id(), settings.part, pictures=report.drawn)
     return report

@@ -23,7 +23,7 @@ from seed_story.batch.finishing import finish_stories
 from seed_story.batch.isolation import failure_reason, story_by_story
 from seed_story.batch.manifest import parse_manifest
 from seed_story.batch.openings import encode_openings
-from seed_story.batch.pipelines import ModelSpec, load_pipeline
+from seed_story.batch.pipelines import ModelSpec, load_model
 from seed_story.batch.planning import plan_run
 from seed_story.batch.writing import write_stories
 from seed_story.generation.pipeline import StoryPipeline, load_image
@@ -68,7 +68,7 @@ def _spec(checkpoint: Path) -> ModelSpec:
 
 @pytest.fixture(scope="module")
 def pipeline(toy_checkpoint_dir: Path) -> StoryPipeline:
-    return load_pipeline(_spec(toy_checkpoint_dir))[0]
+    return load_model(_spec(toy_checkpoint_dir)).pipeline
 
 
 def _plans(store: ObjectStore, folder: Path, rows: list[dict], model: Path, limits: InputLimits) -> list[StoryPlan]:

@@ -67,3 +67,20 @@ def test_sampler_curve_runs_on_the_toy_model(toy_checkpoint_dir, tmp_path):
     assert [(r["sampler"], r["steps"]) for r in report["rows"]] == [("euler", 2), ("euler", 3), ("dpm++2m", 2),
                                                                      ("dpm++2m", 3)]  # fmt: skip
     assert report["chosen"] in report["rows"] and out.with_suffix(".png").stat().st_size > 0
+
+
+def test_throughput_runs_on_the_toy_model(toy_checkpoint_dir, tmp_path):
+    out = tmp_path / "throughput.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "throughput.py"), "--model", str(toy_checkpoint_dir), "--steps", "2",
+           "--batches", "1", "2", "--lengths", "1", "2", "--length-batch", "2", "--draw-steps", "2",
+           "--reference-draw-steps", "3", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["speedup"] > 0 and report["speedup_same_drawing"] > 0
+    assert [r["stories"] for r in report["engine_by_batch"]] == [1, 2]
+    for row in report["engine_by_batch"]:  # the toy model, not trained on the story world, may end a story early
+        assert row["completed"] + row["failed"] == row["stories"] and row["pictures"] == row["steps_written"]
+    assert [r["steps"] for r in report["reference_by_length"]] == [1, 2] and report["reference"]["draw"] == ["euler", 3]
+    assert out.with_suffix(".png").stat().st_size > 0

@@ -35,6 +35,14 @@ def test_every_help_works():
         (["train", "stage2", "--config", "{tmp}/bad.yaml"], "learning_rate"),
         (["presets", "describe", "--preset", "nope"], "unknown preset 'nope'"),
         (["checkpoints", "export", "{tmp}/none", "{tmp}/out"], "none"),
+        (
+            ["generate", "-m", "{tmp}/m.jsonl", "-s", "{tmp}/s", "--model", "{tmp}", "--draw-preset", "turbo"],
+            "unknown draw preset 'turbo'",
+        ),
+        (
+            ["generate", "-m", "{tmp}/m.jsonl", "-s", "{tmp}/s", "--model", "{tmp}", "--memory", "tiny"],
+            "memory: Input should be 'normal' or 'low'",
+        ),
     ],
 )
 def test_user_errors_are_one_line(tmp_path, monkeypatch, capsys, args, message):

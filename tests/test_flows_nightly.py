@@ -11,7 +11,7 @@ from prefect import flow, task
 
 from flows.nightly_generation import nightly_generation
 from seed_story.batch.manifest import ManifestError
-from seed_story.batch.pipelines import _pipeline
+from seed_story.batch.pipelines import _load
 from seed_story.batch.progress import read_progress
 from seed_story.runstore.keys import RunKeys, StoryKeys
 from seed_story.runstore.records import RunSummary, StepRecord, StoryRecord
@@ -44,9 +44,9 @@ def test_five_stories_into_s3(prefect_api, toy_checkpoint_dir, s3_bucket, tmp_pa
     store_uri = f"s3://{s3_bucket.name}/books"
     s3 = S3Settings(endpoint_url=s3_bucket.endpoint_url)
     settings = nightly_settings(manifest, store_uri, toy_checkpoint_dir, s3=s3, write_batch_size=2, draw_batch_size=5)
-    loads = _pipeline.cache_info().misses
+    loads = _load.cache_info().misses
     summary = nightly_generation(settings)
-    assert _pipeline.cache_info().misses - loads <= 1  # one model load per process, not one per task
+    assert _load.cache_info().misses - loads <= 1  # one model load per process, not one per task
     assert sorted(summary.completed) == [r["story_id"] for r in rows] and not summary.failed
     assert summary.steps_written == summary.pictures_drawn == 15 and summary.steps_resumed == 0
     store = open_store(store_uri, settings.s3)

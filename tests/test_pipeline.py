@@ -151,3 +151,11 @@ def test_samplers_share_the_noise_schedule_and_each_is_deterministic(pipe):
     assert np.abs(drawn["euler"] - drawn["dpm++2m"]).max() > 0 and np.abs(drawn["euler"] - drawn["unipc"]).max() > 0
     with pytest.raises(ValueError, match="sampler"):
         DrawSettings(sampler="ddim")
+
+
+def test_draw_fidelity_is_the_cosine_between_a_pictures_features_and_the_wanted_ones(pipe):
+    pictures = [_scene_picture(i) for i in range(3)]
+    own = pipe.encode_images(pictures)
+    assert pipe.draw_fidelity(list(own), pictures) == pytest.approx([1.0, 1.0, 1.0], abs=1e-5)
+    swapped = pipe.draw_fidelity([own[1], own[2], own[0]], pictures)
+    assert all(value < 0.999 for value in swapped)

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from seed_story.batch.codecs import features_from_bytes
 from seed_story.batch.isolation import story_by_story
 from seed_story.batch.leases import LeaseLost
+from seed_story.batch.writing import writing_groups
 from seed_story.generation.pipeline import StoryPipeline
 from seed_story.provenance import Provenance, png_with_provenance
 from seed_story.runstore.keys import StoryKeys
@@ -28,13 +29,17 @@ class DrawItem(BaseModel):
     step: int
     model_version: str = Field(default="", description="stated in the picture's provenance")
 
+    @classmethod
+    def of(cls, plan: StoryPlan, step: int) -> DrawItem:
+        return cls(run_id=plan.run_id, story_id=plan.story_id, step=step, model_version=plan.model_version)
+
     @property
     def story_keys(self) -> StoryKeys:
         return StoryKeys(self.run_id, self.story_id)
 
 
 def pending_draws(store: ObjectStore, plans: list[StoryPlan]) -> list[DrawItem]:
-    """Steps of stories the MLLM has finished whose pictures are not yet stored, story by story."""
+    """Steps of stories the MLLM has finished whose pictures are not yet stored, in :func:`draw_order`."""
     items = []
     for plan in plans:
         keys = StoryKeys(plan.run_id, plan.story_id)
@@ -42,12 +47,17 @@ def pending_draws(store: ObjectStore, plans: list[StoryPlan]) -> list[DrawItem]:
             continue
         done = get_model(store, keys.written, WritingDone)
         names = set(store.list(keys.key("work/")))
-        items += [
-            DrawItem(run_id=plan.run_id, story_id=plan.story_id, step=i, model_version=plan.model_version)
-            for i in range(1, done.steps + 1)
-            if keys.drawn(i) not in names
-        ]
-    return items
+        items += [DrawItem.of(plan, i) for i in range(1, done.steps + 1) if keys.drawn(i) not in names]
+    return draw_order(items, plans)
+
+
+def draw_order(items: list[DrawItem], plans: list[StoryPlan]) -> list[DrawItem]:
+    """The order pictures are drawn in, whether they are drawn while stories are written or after: by writing batch
+    (:func:`~seed_story.batch.writing.writing_groups`), then by step, then story. The writer stores every story's
+    step k together, so a drawer that follows it sees this order; drawn in the same chunks, the same pictures come
+    out bit for bit (a batch's make-up moves float sums by up to one level of a pixel)."""
+    rank = {p.story_id: (g, i) for g, group in enumerate(writing_groups(plans)) for i, p in enumerate(group)}
+    return sorted(items, key=lambda item: (rank[item.story_id][0], item.step, rank[item.story_id][1]))
 
 
 class DrawReport(BaseModel):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from seed_story.checkpoints.native import MANIFEST
 from seed_story.config import StrictModel
@@ -26,14 +28,46 @@ class ModelSpec(StrictModel):
         description="checkpoint folder (`seed-story pretrained check`), or a registry version: models://name@alias "
         "or models://name@version_id, pinned for the whole run"
     )
-    device: str = "cpu"
+    device: str = Field(default="cpu", description="where the model runs: cpu, cuda, cuda:0, ...")
+    draw_device: str | None = Field(
+        default=None, description="where the drawer half runs, if not on `device` (a second GPU: cuda:1)"
+    )
+    memory: Literal["normal", "low"] = Field(
+        default="normal",
+        description="normal: both halves stay on their devices (pictures may be drawn while stories are written); "
+        "low: only the half in use stays on the device (a 24 GB card at the released size), stages in turn",
+    )
+    draw_alongside: bool | None = Field(
+        default=None,
+        description="draw each step as soon as it is stored, while writing goes on (memory: normal only); "
+        "default: on where the writer runs on a GPU or the drawer has a device of its own",
+    )
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     writer: WriterSettings = WriterSettings()
     draw: DrawSettings = DrawSettings()
 
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if self.memory == "low" and self.draw_device not in (None, self.device):
+            raise ValueError("memory: low keeps one half on one device; a draw_device of its own needs memory: normal")
+        if self.memory == "low" and self.draw_alongside:
+            raise ValueError("draw_alongside needs both halves resident (memory: normal), not memory: low")
+        return self
+
+    @property
+    def draws_while_writing(self) -> bool:
+        """Whether pictures are drawn while stories are written: both halves resident and ``draw_alongside``, by
+        default where the writer runs on a GPU (it leaves the device idle between its small decode steps) or the
+        drawer on a device of its own. Both halves on CPU cores compete for them: measured slower than in turn."""
+        if self.memory == "low":
+            return False
+        if self.draw_alongside is not None:
+            return self.draw_alongside
+        return torch.device(self.device).type != "cpu" or self.draw_device not in (None, self.device)
+
     def settings_json(self) -> dict:
         """The settings that change a story's content (stored with each story, so a resume can check them)."""
-        draw = self.draw.model_dump(mode="json", exclude={"batch_size"})  # batching never changes a picture
+        draw = self.draw.model_dump(mode="json", exclude={"batch_size"})  # batching moves a pixel by a level at most
         return {"writer": self.writer.model_dump(mode="json"), "draw": draw}
 
 
@@ -52,23 +86,70 @@ def model_version(path: str | Path) -> str:
     return f"{path.name}-{digest.hexdigest()[:12]}"
 
 
-_LOCKS: dict[str, threading.Lock] = {}
+class LoadedModel:
+    """A worker's model for one :class:`ModelSpec`: the pipeline and who may use which half when.
+
+    The writer half (ViT + MLLM) and the drawer half (de-tokenizer resampler + UNet + VAE) are separate networks,
+    so with ``memory: normal`` each has its own lock and a story's pictures can be drawn while other steps are
+    written; with ``draw_device`` the halves sit on two devices. With ``memory: low`` one lock covers both and
+    only the half in use stays on the device: the other is parked in CPU memory until it is needed again.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.pipeline = StoryPipeline.from_pretrained(
+            spec.path, device="cpu", dtype=DTYPES[spec.dtype], writer_settings=spec.writer, draw_settings=spec.draw
+        )
+        parts = self.pipeline.components
+        self._halves = {"writer": (parts.visual_tokenizer, parts.mllm), "drawer": (parts.detokenizer, parts.vae)}
+        self._devices = {"writer": torch.device(spec.device), "drawer": torch.device(spec.draw_device or spec.device)}
+        self._resident: set[str] = set()
+        self._place("writer")
+        # The guidance negative is the ViT's output for a zero image: made once, where the ViT runs in every mode.
+        _ = self.pipeline.negative_features
+        if spec.memory == "normal":
+            self._place("drawer")
+            self._locks = {"writer": threading.Lock(), "drawer": threading.Lock()}
+        else:
+            self._locks = dict.fromkeys(("writer", "drawer"), threading.Lock())
+
+    @property
+    def resident(self) -> frozenset[str]:
+        """The halves on their devices now (both with ``memory: normal``; at most one with ``low``)."""
+        return frozenset(self._resident)
+
+    def _place(self, half: str) -> None:
+        for module in self._halves[half]:
+            module.to(self._devices[half])
+        self._resident.add(half)
+
+    def _park(self, half: str) -> None:
+        for module in self._halves[half]:
+            module.to("cpu")
+        self._resident.discard(half)
+        if self._devices[half].type == "cuda":
+            torch.cuda.empty_cache()  # give the parked half's blocks back before the other half allocates
+
+    @contextmanager
+    def use(self, half: Literal["writer", "drawer"]) -> Iterator[StoryPipeline]:
+        """Hold ``half`` for one task: its lock, and (``memory: low``) the device to itself."""
+        with self._locks[half]:
+            if self.spec.memory == "low" and half not in self._resident:
+                for other in self._resident - {half}:
+                    self._park(other)
+                self._place(half)
+            yield self.pipeline
+
+
+_LOADING = threading.Lock()
 
 
 @cache
-def _pipeline(spec_json: str) -> StoryPipeline:
-    spec = ModelSpec.model_validate_json(spec_json)
-    return StoryPipeline.from_pretrained(
-        spec.path, device=spec.device, dtype=DTYPES[spec.dtype], writer_settings=spec.writer, draw_settings=spec.draw
-    )
+def _load(spec_json: str) -> LoadedModel:
+    return LoadedModel(ModelSpec.model_validate_json(spec_json))
 
 
-def load_pipeline(spec: ModelSpec) -> tuple[StoryPipeline, threading.Lock]:
-    """The process's pipeline for ``spec`` (built on first use) and the lock that serialises its use.
-
-    The writer merges LoRA in place and keeps per-call state, so two threads must not run one pipeline at once.
-    """
-    key = spec.model_dump_json()
-    lock = _LOCKS.setdefault(key, threading.Lock())
-    with lock:
-        return _pipeline(key), lock
+def load_model(spec: ModelSpec) -> LoadedModel:
+    """The process's model for ``spec``, built on first use and shared by every task in the process."""
+    with _LOADING:  # two tasks starting at once build it once
+        return _load(spec.model_dump_json())

@@ -71,18 +71,24 @@ def _writer_settings(pipeline: StoryPipeline, settings: WriterSettings) -> Itera
 
 
 def write_stories(
-    store: ObjectStore, plans: list[StoryPlan], pipeline: StoryPipeline, attempt: str, limits: InputLimits | None = None
+    store: ObjectStore,
+    plans: list[StoryPlan],
+    pipeline: StoryPipeline,
+    attempt: str,
+    limits: InputLimits | None = None,
+    on_stored: Callable[[StoryPlan, int], None] | None = None,
 ) -> WriteReport:
     """Write (or finish writing) every story of ``plans`` that the MLLM has not finished.
 
     Stories are grouped by writer settings (one batch per group). Each step's features are stored before its
     :class:`StepRecord`, which is the commit mark; the story's :class:`WritingDone` comes last. A story whose
     texts are over ``limits`` in tokens (checked before any batch is built) or whose features come out not finite
-    fails alone; a batch that raises is retried story by story (each from its stored steps).
+    fails alone; a batch that raises is retried story by story (each from its stored steps). ``on_stored(plan,
+    step)`` hears of each step once it is committed (a drawer can start on it).
     """
     limits = limits or InputLimits()
     report = WriteReport()
-    groups: dict[str, list[StoryPlan]] = {}
+    todo = []
     for plan in plans:
         if store.exists(StoryKeys(plan.run_id, plan.story_id).written):
             continue
@@ -91,16 +97,30 @@ def write_stories(
         except ValueError as err:
             report.failures.append(StoryFailure(story_id=plan.story_id, stage="mllm", reason=failure_reason(err)))
             continue
-        groups.setdefault(WriterSettings.model_validate(plan.settings["writer"]).model_dump_json(), []).append(plan)
-    for settings_json, group in groups.items():
-        with _writer_settings(pipeline, WriterSettings.model_validate_json(settings_json)):
-            write = partial(_write_batch, store, pipeline, attempt, report)
+        todo.append(plan)
+    for group in writing_groups(todo):
+        with _writer_settings(pipeline, WriterSettings.model_validate(group[0].settings["writer"])):
+            write = partial(_write_batch, store, pipeline, attempt, report, on_stored)
             report.failures += story_by_story(group, write, lambda plan: plan.story_id, "mllm")
     return report
 
 
+def writing_groups(plans: list[StoryPlan]) -> list[list[StoryPlan]]:
+    """The batches ``plans`` are written in: one per writer settings (a row may bring its own sampling), in order of
+    first appearance, stories in plan order."""
+    groups: dict[str, list[StoryPlan]] = {}
+    for plan in plans:
+        groups.setdefault(WriterSettings.model_validate(plan.settings["writer"]).model_dump_json(), []).append(plan)
+    return list(groups.values())
+
+
 def _write_batch(
-    store: ObjectStore, pipeline: StoryPipeline, attempt: str, report: WriteReport, group: list[StoryPlan]
+    store: ObjectStore,
+    pipeline: StoryPipeline,
+    attempt: str,
+    report: WriteReport,
+    on_stored: Callable[[StoryPlan, int], None] | None,
+    group: list[StoryPlan],
 ) -> list[StoryFailure]:
     """Write ``group`` as one batch, each story from its stored steps; returns the stories that failed."""
     requests, todo = [], []
@@ -117,7 +137,7 @@ def _write_batch(
     if not todo:
         return []
     bad: dict[int, tuple[str, str]] = {}
-    stories = pipeline.write_story(requests, on_step=_persister(store, todo, attempt, report, bad))
+    stories = pipeline.write_story(requests, on_step=_persister(store, todo, attempt, report, bad, on_stored))
     failures = [StoryFailure(story_id=todo[i].story_id, stage=stage, reason=why) for i, (stage, why) in bad.items()]
     for i, (plan, request, story) in enumerate(zip(todo, requests, stories, strict=True)):
         if i in bad:
@@ -134,7 +154,12 @@ def _write_batch(
 
 
 def _persister(
-    store: ObjectStore, plans: list[StoryPlan], attempt: str, report: WriteReport, bad: dict[int, tuple[str, str]]
+    store: ObjectStore,
+    plans: list[StoryPlan],
+    attempt: str,
+    report: WriteReport,
+    bad: dict[int, tuple[str, str]],
+    on_stored: Callable[[StoryPlan, int], None] | None,
 ) -> Callable[[int, WrittenStep], None]:
     """The ``on_step`` callback that stores each written step: features first, then the step record.
 
@@ -155,6 +180,8 @@ def _persister(
             bad[index] = ("lease", str(err))
             return
         report.written += 1
+        if on_stored is not None:
+            on_stored(plans[index], step.index)
 
     return persist
 

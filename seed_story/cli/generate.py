@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from importlib import resources
 from pathlib import Path
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress
 
+from seed_story.cli.local_api import ready_for_flows, starts_local_api
 from seed_story.cli.output import BAR_COLUMNS, one_line
 
 if TYPE_CHECKING:  # the flow layer (Prefect) is imported only when a command runs
@@ -19,6 +21,9 @@ if TYPE_CHECKING:  # the flow layer (Prefect) is imported only when a command ru
     from tasks.settings import NightlySettings
 
 DEMO_CACHE = Path("~/.cache/seed-story/toy-model")
+# The demo's pictures (3 stories x 12 steps) in one de-tokenizer call: on a CPU each new batch shape costs a warm-up,
+# and one call of 36 draws them in 2.5 s against 3.2-3.8 s in calls of 12 or 16 (small pictures: memory is no issue).
+DEMO_PICTURES = 36
 
 
 def _watch(store: ObjectStore, run_id: str, total_steps: int, done: threading.Event, console: Console) -> None:
@@ -55,8 +60,12 @@ def run_night(settings: NightlySettings, *, progress: bool = True, console: Cons
         args = (settings.open_store(), settings.resolved_run_id(), total, done, console)
         watcher = threading.Thread(target=_watch, args=args, daemon=True)
         watcher.start()
+    # Everything imported so far lives until exit: kept out of the collector's full passes, which otherwise walk
+    # the millions of objects torch, diffusers and Prefect made at each one during the run.
+    gc.freeze()
     try:
-        return nightly_generation(settings)
+        with ready_for_flows():
+            return nightly_generation(settings)
     finally:
         done.set()
         if watcher is not None:
@@ -83,6 +92,7 @@ def _print_summary(summary: RunSummary, store: str, console: Console) -> None:
     console.print(f"books: {store.rstrip('/')}/runs/{summary.run_id}/index.html")
 
 
+@starts_local_api
 def generate(
     manifest: str = typer.Option(..., "--manifest", "-m", help="JSONL, CSV or Parquet manifest (path or s3:// URI)."),
     image_roots: list[str] = typer.Option(
@@ -94,11 +104,25 @@ def generate(
     ),
     registry: str | None = typer.Option(None, "--registry", help="Store holding models/ (default: --store)."),
     run_id: str | None = typer.Option(None, "--run-id", help="Default: today's UTC date. Same id = resume."),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option("cpu", "--device", help="Where the model runs: cpu, cuda, cuda:0, ..."),
+    draw_device: str | None = typer.Option(
+        None, "--draw-device", help="A device of its own for the drawer half (a second GPU: cuda:1)."
+    ),
+    memory: str = typer.Option(
+        "normal", "--memory", help="normal: both halves resident; low: one half on the device at a time (24 GB)."
+    ),
+    draw_alongside: bool | None = typer.Option(
+        None,
+        "--draw-alongside/--draw-after",
+        help="Draw each step as soon as it is stored, or after all writing (default: alongside on a GPU).",
+    ),
     dtype: str = typer.Option("float32", "--dtype", help="float32, float16 or bfloat16."),
-    draw_steps: int = typer.Option(50, "--draw-steps", min=1, help="De-tokenizer denoising steps per picture."),
+    draw_preset: str = typer.Option(
+        "reference", "--draw-preset", help="reference (Euler, 50 steps) or fast (DPM-Solver++ 2M, 20 steps)."
+    ),
+    draw_steps: int | None = typer.Option(None, "--draw-steps", min=1, help="Denoising steps (default: the preset's)."),
     guidance: float = typer.Option(7.5, "--guidance", min=1.0, help="Classifier-free guidance scale (reference 7.5)."),
-    sampler: str = typer.Option("euler", "--sampler", help="euler (the reference's), dpm++2m or unipc."),
+    sampler: str | None = typer.Option(None, "--sampler", help="euler, dpm++2m or unipc (default: the preset's)."),
     write_batch: int = typer.Option(8, "--write-batch", min=1, help="Stories per MLLM batch."),
     draw_batch: int = typer.Option(16, "--draw-batch", min=1, help="Pictures per de-tokenizer task."),
     formats: str = typer.Option(
@@ -118,20 +142,24 @@ def generate(
 
     from seed_story.batch.manifest import ManifestError
     from seed_story.batch.pipelines import ModelSpec
-    from seed_story.generation.settings import DrawSettings, WriterSettings
+    from seed_story.generation.settings import DRAW_PRESETS, DrawSettings, WriterSettings
     from seed_story.render.profiles import print_profile
     from seed_story.storage import S3Settings
     from tasks.settings import NightlySettings, RenderOptions
 
     try:
+        if draw_preset not in DRAW_PRESETS:
+            raise ValueError(f"unknown draw preset {draw_preset!r}; choose from {', '.join(DRAW_PRESETS)}")
+        preset_sampler, preset_steps = DRAW_PRESETS[draw_preset]
         wanted = [f.strip() for f in formats.split(",") if f.strip() and f.strip() != "none"]
         sized = {"page_size": page_size} if page_size else {}
         settings = NightlySettings(
             manifest=manifest, image_roots=image_roots, store=store, run_id=run_id,
             s3=S3Settings(endpoint_url=s3_endpoint_url),
-            registry=registry, model=ModelSpec(path=model, device=device, dtype=dtype, writer=WriterSettings(),
-                            draw=DrawSettings(num_inference_steps=draw_steps, guidance_scale=guidance,
-                                              sampler=sampler)),
+            registry=registry, model=ModelSpec(path=model, device=device, draw_device=draw_device, memory=memory,
+                            draw_alongside=draw_alongside, dtype=dtype, writer=WriterSettings(),
+                            draw=DrawSettings(num_inference_steps=draw_steps or preset_steps,
+                                              guidance_scale=guidance, sampler=sampler or preset_sampler)),
             write_batch_size=write_batch, draw_batch_size=draw_batch, lease_seconds=lease_seconds,
             render=RenderOptions(formats=wanted, print_settings=print_profile(profile, **sized)) if wanted else None,
         )  # fmt: skip
@@ -146,6 +174,7 @@ def generate(
         raise typer.Exit(code=2)
 
 
+@starts_local_api
 def demo(
     out: Path = typer.Option(Path("seed-story-demo"), "--out", help="Local store the demo writes into."),
     model: Path | None = typer.Option(
@@ -163,21 +192,23 @@ def demo(
     from seed_story.batch.pipelines import ModelSpec
     from seed_story.examples import bundled_model, demo_draw, demo_guidance, demo_prompts
     from seed_story.generation.settings import DrawSettings
-    from seed_story.training.toy import toy_checkpoint
     from tasks.settings import NightlySettings
 
     console = Console(stderr=True)
     if model is None:
         model = bundled_model()
     if model is None:
+        from seed_story.training.toy import toy_checkpoint
+
         console.print(f"toy model: {DEMO_CACHE} (trained in ~20 s on first use; the mini model is not installed)")
         model = toy_checkpoint(DEMO_CACHE)
     default_sampler, default_steps = demo_draw(model)
     draw = DrawSettings(sampler=sampler or default_sampler, num_inference_steps=draw_steps or default_steps,
-                        batch_size=12, guidance_scale=guidance or demo_guidance(model))  # fmt: skip
+                        batch_size=DEMO_PICTURES, guidance_scale=guidance or demo_guidance(model))  # fmt: skip
     with resources.as_file(resources.files("seed_story.examples") / demo_prompts(model)) as manifest:
         settings = NightlySettings(manifest=str(manifest), store=str(out.resolve()), run_id="demo",
-                                   model=ModelSpec(path=str(model), draw=draw))  # fmt: skip
+                                   model=ModelSpec(path=str(model), draw=draw),
+                                   draw_batch_size=DEMO_PICTURES)  # fmt: skip
         summary = run_night(settings, console=console)
     _print_summary(summary, str(out.resolve()), Console())
     for story_id in sorted([*summary.completed, *summary.skipped_finished]):

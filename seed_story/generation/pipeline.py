@@ -190,6 +190,15 @@ class StoryPipeline:
             )
         return pictures
 
+    @torch.no_grad()
+    def draw_fidelity(self, features: Sequence[torch.Tensor], pictures: Sequence[Image.Image]) -> list[float]:
+        """How well each picture carries the features it was drawn from: the cosine similarity, averaged over
+        tokens, between the ViT features of the drawn picture and those features. A sampler or step count that
+        draws worse pictures loses it; it needs no ground truth, so it works at the released size."""
+        seen = self.encode_images(list(pictures))
+        wanted = torch.stack([f.float().cpu() for f in features])
+        return torch.nn.functional.cosine_similarity(seen, wanted, dim=-1).mean(dim=-1).tolist()
+
     # -- 4. both, interleaved ---------------------------------------------------------------------------
     def generate(
         self,

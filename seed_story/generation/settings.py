@@ -154,6 +154,12 @@ class WriterSettings(StrictModel):
 
 Sampler = Literal["euler", "dpm++2m", "unipc"]
 
+# Named (sampler, denoising steps) for drawing. "reference" is the release's; "fast" is DPM-Solver++ 2M at 20 steps,
+# where diffusers' documentation puts it for SDXL-class UNets. On SEED-Story-Mini the judge finds it as good as
+# Euler from 12 steps on (bench/samplers.py); for the released model it stays a choice, not the default, until a
+# GPU run with the released weights checks it with StoryPipeline.draw_fidelity.
+DRAW_PRESETS: dict[str, tuple[Sampler, int]] = {"reference": ("euler", 50), "fast": ("dpm++2m", 20)}
+
 
 class DrawSettings(StrictModel):
     """De-tokenizer settings (the scripts' values: Euler 50 steps, CFG 7.5, seed 42 for every picture)."""
