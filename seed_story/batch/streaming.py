@@ -9,7 +9,6 @@ order (:func:`~seed_story.batch.drawing.draw_order`), as drawing after writing w
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from types import TracebackType
@@ -18,8 +17,6 @@ from seed_story.batch.drawing import DrawItem, DrawReport, draw_items, draw_orde
 from seed_story.batch.pipelines import LoadedModel
 from seed_story.runstore.records import StoryPlan
 from seed_story.storage import ObjectStore
-
-logger = logging.getLogger(__name__)
 
 
 class DrawAlongside:
