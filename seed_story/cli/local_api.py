@@ -83,12 +83,14 @@ class LocalAPI:
         """Block until the API answers; ``RuntimeError`` (with the server's last line) if it exits or stays silent."""
         self._ready.join()
         if self._error is not None:
-            raise RuntimeError(f"{self._error}: {self._last_line()}")
+            raise RuntimeError(f"{self._error}: {self._why()}")
 
-    def _last_line(self) -> str:
+    def _why(self) -> str:
+        """The server's own reason: its line naming an OS error, else its last line."""
         self.log.seek(0)
         lines = self.log.read().decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else "no output"
+        named = [line for line in lines if "Errno" in line]
+        return (named or lines or ["no output"])[-1].strip()
 
     def stop(self) -> None:
         if self.process.poll() is None:
