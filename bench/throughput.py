@@ -36,18 +36,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from seed_story.batch.drawing import draw_items, pending_draws  # noqa: E402
+from seed_story.batch.drawing import draw_chunks, draw_items  # noqa: E402
 from seed_story.batch.finishing import finish_stories  # noqa: E402
 from seed_story.batch.openings import encode_openings  # noqa: E402
 from seed_story.batch.pipelines import LoadedModel, ModelSpec, model_version  # noqa: E402
 from seed_story.batch.planning import plan_run  # noqa: E402
 from seed_story.batch.sources import load_manifest  # noqa: E402
-from seed_story.batch.streaming import DrawAlongside  # noqa: E402
-from seed_story.batch.writing import write_stories  # noqa: E402
+from seed_story.batch.streaming import write_and_draw  # noqa: E402
 from seed_story.components import load_components  # noqa: E402
-from seed_story.examples import MINI_DRAW, MINI_GUIDANCE, REFERENCE_GUIDANCE, bundled_model, is_mini  # noqa: E402
+from seed_story.examples import bundled_model, demo_draw, demo_guidance  # noqa: E402
 from seed_story.generation.drawer import ImageDrawer  # noqa: E402
-from seed_story.generation.settings import DrawSettings  # noqa: E402
+from seed_story.generation.settings import DRAW_PRESETS, DrawSettings  # noqa: E402
 from seed_story.models.visual_tokenizer import image_transform_batch  # noqa: E402
 from seed_story.render.pdf import PrintSettings  # noqa: E402
 from seed_story.render.run import render_run  # noqa: E402
@@ -56,7 +55,7 @@ from seed_story.storyworld.world import StoryWorld  # noqa: E402
 from seed_story.tokenizer import ImageTokenIds  # noqa: E402
 from tests.reference_generation import reference_write  # noqa: E402
 
-RELEASE_DRAW = ("euler", 50)  # the release's inference scripts
+RELEASE_DRAW = DRAW_PRESETS["reference"]  # the release's inference scripts
 
 
 def story_rows(folder: Path, count: int, steps: int, image_size: int) -> Path:
@@ -88,21 +87,13 @@ def engine_night(model: LoadedModel, count: int, steps: int, chunk: int) -> dict
             encode_openings(store, plan.pending, pipeline)
         seconds["openings"] = time.perf_counter() - start
         start = time.perf_counter()
-        if spec.draws_while_writing:
-            drawer = DrawAlongside(store, model, plan.pending, "bench", chunk)
-            with drawer, model.use("writer") as pipeline:
-                written = write_stories(store, plan.pending, pipeline, "bench")
-            drawn = drawer.report.drawn
-        else:
-            with model.use("writer") as pipeline:
-                written = write_stories(store, plan.pending, pipeline, "bench")
-            drawn = 0
+        written, alongside = write_and_draw(store, model, plan.pending, "bench", chunk)
+        drawn = alongside.drawn
         seconds["write"] = time.perf_counter() - start
         start = time.perf_counter()
-        items = pending_draws(store, plan.pending)
         with model.use("drawer") as pipeline:
-            for i in range(0, len(items), chunk):
-                drawn += draw_items(store, items[i : i + chunk], pipeline, "bench").drawn
+            for items in draw_chunks(store, [plan.pending], chunk):
+                drawn += draw_items(store, items, pipeline, "bench").drawn
         seconds["draw"] = time.perf_counter() - start
         start = time.perf_counter()
         completed, failed = finish_stories(store, plan.pending, written.failures)
@@ -184,9 +175,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
 
-    mini = is_mini(args.model)
-    sampler, steps = MINI_DRAW if mini else ("euler", 25)
-    guidance = MINI_GUIDANCE if mini else REFERENCE_GUIDANCE
+    sampler, steps = demo_draw(args.model)  # the model's own drawing settings
+    guidance = demo_guidance(args.model)
     draw = DrawSettings(sampler=sampler, num_inference_steps=args.draw_steps or steps, guidance_scale=guidance,
                         batch_size=16)  # fmt: skip
     start = time.perf_counter()

@@ -130,8 +130,8 @@ def nightly_generation(settings: NightlySettings) -> RunSummary:
             failures += [f for report in draws for f in report.failures]
 
         with _timed(seconds, "detokenizer"):  # what is left: every picture where none is drawn alongside
-            bad = {f.story_id for f in failures}
-            item_batches = list_draws_task(settings, [[p for p in b if p.story_id not in bad] for b in write_batches])
+            going = {p.story_id for p in live()}
+            item_batches = list_draws_task(settings, [[p for p in b if p.story_id in going] for b in write_batches])
             owners = {p.story_id: p for p in plan.pending}
             story_batches = [list({i.story_id: owners[i.story_id] for i in b}.values()) for b in item_batches]
             futures = detokenizer_task.map([settings] * len(item_batches), item_batches, [attempt] * len(item_batches))

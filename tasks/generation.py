@@ -5,12 +5,11 @@ each holding the half it uses. They pass records and store keys, never tensors.
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from seed_story.batch.drawing import DrawItem, DrawReport, draw_items, pending_draws
+from seed_story.batch.drawing import DrawItem, DrawReport, draw_chunks, draw_items
 from seed_story.batch.finishing import export_storystream, finish_stories
 from seed_story.batch.leases import FencedStore
 from seed_story.batch.manifest import Manifest
@@ -20,8 +19,8 @@ from seed_story.batch.pipelines import ModelSpec, load_model
 from seed_story.batch.planning import RunPlan, plan_run
 from seed_story.batch.progress import count_progress
 from seed_story.batch.sources import load_manifest
-from seed_story.batch.streaming import DrawAlongside
-from seed_story.batch.writing import WriteReport, write_stories
+from seed_story.batch.streaming import write_and_draw
+from seed_story.batch.writing import WriteReport
 from seed_story.render.run import RunReport, render_run
 from seed_story.runstore.records import StoryFailure, StoryPlan
 from tasks.common import GPU_TAG, IO_TASK
@@ -67,36 +66,21 @@ def tokenizer_task(settings: NightlySettings, plans: list[StoryPlan], attempt: s
 
 @task(name="mllm", tags=[GPU_TAG], **IO_TASK)
 def mllm_task(settings: NightlySettings, plans: list[StoryPlan], attempt: str) -> tuple[WriteReport, DrawReport]:
-    """Write a micro-batch of stories (text + regressed features per step), persisting every step; with both
-    halves resident (``memory: normal``) each step's picture is drawn alongside as soon as the step is stored."""
-    model, store, run = load_model(settings.model), story_store(settings, attempt), settings.resolved_run_id()
-    if not settings.model.draws_while_writing:
-        with model.use("writer") as pipeline:
-            report = write_stories(store, plans, pipeline, attempt, settings.limits)
-        drawn = DrawReport()
-    else:
-        counted = partial(_count_pictures, run, settings.part)
-        drawer = DrawAlongside(store, model, plans, attempt, settings.draw_batch_size, on_drawn=counted)
-        with drawer, model.use("writer") as pipeline:
-            report = write_stories(store, plans, pipeline, attempt, settings.limits, on_stored=drawer.stored)
-        drawn = drawer.report
-    count_progress(run, settings.part, steps=report.written)
+    """Write a micro-batch of stories (text + regressed features per step), persisting every step; where the model
+    draws while it writes, each step's picture is drawn alongside as soon as the step is stored."""
+    run, part = settings.resolved_run_id(), settings.part
+    report, drawn = write_and_draw(story_store(settings, attempt), load_model(settings.model), plans, attempt,
+                                   settings.draw_batch_size, settings.limits,
+                                   on_drawn=lambda n: count_progress(run, part, pictures=n))  # fmt: skip
+    count_progress(run, part, steps=report.written)
     get_run_logger().info("wrote %d steps (%d resumed from the store), drew %d pictures alongside", report.written,
                           report.resumed, drawn.drawn)  # fmt: skip
     return report, drawn
 
 
-def _count_pictures(run_id: str, part: str | None, pictures: int) -> None:
-    count_progress(run_id, part, pictures=pictures)
-
-
 @task(name="list-draws", **IO_TASK)
 def list_draws_task(settings: NightlySettings, batches: list[list[StoryPlan]]) -> list[list[DrawItem]]:
-    """The pictures still to draw, in the chunks drawing alongside the writer would have drawn them in (per writing
-    micro-batch, ``draw_batch_size`` each): the same pictures whichever way they are drawn."""
-    store, size = settings.open_store(), settings.draw_batch_size
-    listed = [pending_draws(store, batch) for batch in batches]
-    return [items[i : i + size] for items in listed for i in range(0, len(items), size)]
+    return draw_chunks(settings.open_store(), batches, settings.draw_batch_size)
 
 
 @task(name="detokenizer", tags=[GPU_TAG], **IO_TASK)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
 
 from pydantic import BaseModel, Field
@@ -56,8 +57,20 @@ def draw_order(items: list[DrawItem], plans: list[StoryPlan]) -> list[DrawItem]:
     (:func:`~seed_story.batch.writing.writing_groups`), then by step, then story. The writer stores every story's
     step k together, so a drawer that follows it sees this order; drawn in the same chunks, the same pictures come
     out bit for bit (a batch's make-up moves float sums by up to one level of a pixel)."""
+    return sorted(items, key=draw_key(plans))
+
+
+def draw_key(plans: list[StoryPlan]) -> Callable[[DrawItem], tuple[int, int, int]]:
+    """The sort key of :func:`draw_order`, computed once for ``plans``."""
     rank = {p.story_id: (g, i) for g, group in enumerate(writing_groups(plans)) for i, p in enumerate(group)}
-    return sorted(items, key=lambda item: (rank[item.story_id][0], item.step, rank[item.story_id][1]))
+    return lambda item: (rank[item.story_id][0], item.step, rank[item.story_id][1])
+
+
+def draw_chunks(store: ObjectStore, batches: list[list[StoryPlan]], size: int) -> list[list[DrawItem]]:
+    """The pictures still to draw, in the chunks drawing alongside the writer would have drawn them in (per writing
+    micro-batch, ``size`` each): the same pictures whichever way they are drawn."""
+    listed = [pending_draws(store, batch) for batch in batches]
+    return [items[i : i + size] for items in listed for i in range(0, len(items), size)]
 
 
 class DrawReport(BaseModel):

@@ -13,8 +13,10 @@ import threading
 from collections.abc import Callable
 from types import TracebackType
 
-from seed_story.batch.drawing import DrawItem, DrawReport, draw_items, draw_order
+from seed_story.batch.drawing import DrawItem, DrawReport, draw_items, draw_key
 from seed_story.batch.pipelines import LoadedModel
+from seed_story.batch.writing import WriteReport, write_stories
+from seed_story.generation.settings import InputLimits
 from seed_story.runstore.records import StoryPlan
 from seed_story.storage import ObjectStore
 
@@ -41,8 +43,8 @@ class DrawAlongside:
         chunk: int,
         on_drawn: Callable[[int], None] | None = None,
     ) -> None:
-        self.store, self.model, self.plans, self.attempt, self.chunk = store, model, plans, attempt, chunk
-        self.on_drawn = on_drawn
+        self.store, self.model, self.attempt, self.chunk, self.on_drawn = store, model, attempt, chunk, on_drawn
+        self._key = draw_key(plans)
         self.report = DrawReport()
         self._waiting: list[DrawItem] = []
         self._done_writing = False
@@ -68,7 +70,7 @@ class DrawAlongside:
                 return None
             # The writer stores a micro-batch's steps in draw order already; sorting keeps that true across the
             # batches of a story-by-story retry.
-            self._waiting = draw_order(self._waiting, self.plans)
+            self._waiting.sort(key=self._key)
             chunk, self._waiting = self._waiting[: self.chunk], self._waiting[self.chunk :]
             return chunk
 
@@ -92,3 +94,24 @@ class DrawAlongside:
         self._thread.join()
         if self._error is not None and err is None:
             raise self._error
+
+
+def write_and_draw(
+    store: ObjectStore,
+    model: LoadedModel,
+    plans: list[StoryPlan],
+    attempt: str,
+    chunk: int,
+    limits: InputLimits | None = None,
+    on_drawn: Callable[[int], None] | None = None,
+) -> tuple[WriteReport, DrawReport]:
+    """Write ``plans`` with the model's writer half; where the model draws while it writes
+    (:attr:`~seed_story.batch.pipelines.ModelSpec.draws_while_writing`), draw each stored step alongside in chunks
+    of ``chunk``, else leave every picture pending for :func:`~seed_story.batch.drawing.draw_chunks`."""
+    if not model.spec.draws_while_writing:
+        with model.use("writer") as pipeline:
+            return write_stories(store, plans, pipeline, attempt, limits), DrawReport()
+    drawer = DrawAlongside(store, model, plans, attempt, chunk, on_drawn=on_drawn)
+    with drawer, model.use("writer") as pipeline:
+        report = write_stories(store, plans, pipeline, attempt, limits, on_stored=drawer.stored)
+    return report, drawer.report

@@ -21,9 +21,6 @@ if TYPE_CHECKING:  # the flow layer (Prefect) is imported only when a command ru
     from tasks.settings import NightlySettings
 
 DEMO_CACHE = Path("~/.cache/seed-story/toy-model")
-# The demo's pictures (3 stories x 12 steps) in one de-tokenizer call: on a CPU each new batch shape costs a warm-up,
-# and one call of 36 draws them in 2.5 s against 3.2-3.8 s in calls of 12 or 16 (small pictures: memory is no issue).
-DEMO_PICTURES = 36
 
 
 def _watch(store: ObjectStore, run_id: str, total_steps: int, done: threading.Event, console: Console) -> None:
@@ -190,6 +187,7 @@ def demo(
 ) -> None:
     """Three storybooks from bundled example prompts, on the embedded defaults (local store, local Prefect API)."""
     from seed_story.batch.pipelines import ModelSpec
+    from seed_story.batch.sources import load_manifest
     from seed_story.examples import bundled_model, demo_draw, demo_guidance, demo_prompts
     from seed_story.generation.settings import DrawSettings
     from tasks.settings import NightlySettings
@@ -203,12 +201,14 @@ def demo(
         console.print(f"toy model: {DEMO_CACHE} (trained in ~20 s on first use; the mini model is not installed)")
         model = toy_checkpoint(DEMO_CACHE)
     default_sampler, default_steps = demo_draw(model)
-    draw = DrawSettings(sampler=sampler or default_sampler, num_inference_steps=draw_steps or default_steps,
-                        batch_size=DEMO_PICTURES, guidance_scale=guidance or demo_guidance(model))  # fmt: skip
     with resources.as_file(resources.files("seed_story.examples") / demo_prompts(model)) as manifest:
+        # Every picture of the demo in one de-tokenizer call: on a CPU each new batch shape costs a warm-up (36
+        # pictures: 2.5 s in one call, 3.2-3.8 s in calls of 12 or 16); small pictures, so memory is no issue.
+        pictures = sum(row.num_steps for row in load_manifest(str(manifest))[0].rows)
+        draw = DrawSettings(sampler=sampler or default_sampler, num_inference_steps=draw_steps or default_steps,
+                            batch_size=pictures, guidance_scale=guidance or demo_guidance(model))  # fmt: skip
         settings = NightlySettings(manifest=str(manifest), store=str(out.resolve()), run_id="demo",
-                                   model=ModelSpec(path=str(model), draw=draw),
-                                   draw_batch_size=DEMO_PICTURES)  # fmt: skip
+                                   model=ModelSpec(path=str(model), draw=draw), draw_batch_size=pictures)  # fmt: skip
         summary = run_night(settings, console=console)
     _print_summary(summary, str(out.resolve()), Console())
     for story_id in sorted([*summary.completed, *summary.skipped_finished]):

@@ -165,9 +165,9 @@ class DrawSettings(StrictModel):
     """De-tokenizer settings (the scripts' values: Euler 50 steps, CFG 7.5, seed 42 for every picture)."""
 
     sampler: Sampler = Field(
-        default="euler", description="euler (the reference's), dpm++2m (DPM-Solver++ multistep) or unipc"
+        default=DRAW_PRESETS["reference"][0], description="euler (the reference's), dpm++2m (DPM-Solver++ 2M) or unipc"
     )
-    num_inference_steps: int = Field(default=50, ge=1)
+    num_inference_steps: int = Field(default=DRAW_PRESETS["reference"][1], ge=1)
     guidance_scale: float = Field(default=7.5, ge=1)
     seed: int = 42
     batch_size: int = Field(default=8, ge=1, description="pictures per de-tokenizer call")
