@@ -92,8 +92,11 @@ def png_with_provenance(image: Image.Image, p: Provenance) -> bytes:
     return buffer.getvalue()
 
 
-def stamp_pdf(data: bytes, p: Provenance) -> bytes:
-    """``data`` (a PDF) with ``p`` merged into its XMP metadata, the rest untouched (same bytes for same input)."""
+def stamp_pdf(data: bytes, p: Provenance, document_id: str) -> bytes:
+    """``data`` (a PDF) with ``p`` merged into its XMP metadata, the rest untouched (same bytes for same input).
+
+    PDF/X-4 asks for an ``xmpMM:DocumentID``, which WeasyPrint fills with a random UUID: it becomes ``document_id``
+    (derived from the book) so that the same book renders to the same bytes."""
     import pikepdf
     from pikepdf.models.metadata import PdfMetadata
 
@@ -102,6 +105,8 @@ def stamp_pdf(data: bytes, p: Provenance) -> bytes:
     with pikepdf.open(io.BytesIO(data)) as pdf:
         with pdf.open_metadata(set_pikepdf_as_editor=False, update_docinfo=False) as meta:
             meta["Iptc4xmpExt:DigitalSourceType"] = p.digital_source_type
+            if "xmpMM:DocumentID" in meta:
+                meta["xmpMM:DocumentID"] = f"xmp.did:{document_id}"
             for name in _FIELDS:
                 if (value := getattr(p, name)) is not None:
                     meta[f"seedstory:{name}"] = str(value)

@@ -12,6 +12,7 @@ import pytest
 from seed_story.render import BookFetcher, PageSize, PrintSettings, write_book_pdf
 from seed_story.render.demo import demo_record, write_story
 from seed_story.render.pdf import render_pdf_from_html
+from seed_story.render.profiles import print_profile
 
 needs_poppler = pytest.mark.skipif(
     shutil.which("pdftotext") is None, reason="poppler-utils (pdftotext, pdfinfo) missing; .ci/run adds it"
@@ -73,10 +74,11 @@ def test_upscaling_reaches_the_stated_dpi(tmp_path):
     assert (tmp_path / "s" / "print" / "step_01.png").is_file()
 
 
-def test_pdf_bytes_are_reproducible(book):
+@pytest.mark.parametrize("profile", ["screen", "ingramspark"])  # PDF/UA-1; PDF/X-4 (which carries a DocumentID)
+def test_pdf_bytes_are_reproducible(book, profile):
     folder, record = book
-    first = write_book_pdf(record, folder).path.read_bytes()
-    assert write_book_pdf(record, folder).path.read_bytes() == first
+    first = write_book_pdf(record, folder, print_profile(profile)).path.read_bytes()
+    assert write_book_pdf(record, folder, print_profile(profile)).path.read_bytes() == first
 
 
 def test_fetcher_refuses_outside_urls_and_pdf_still_renders(tmp_path):

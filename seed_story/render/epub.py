@@ -46,7 +46,9 @@ body {{ font-family: serif; background: #fbf7ef; color: #1d1a16; }}
 
 def _entry(name: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
-    info.compress_type = zipfile.ZIP_STORED if name == "mimetype" else zipfile.ZIP_DEFLATED
+    # The mimetype must be stored; pictures are compressed already, deflating them again costs time for nothing.
+    stored = name == "mimetype" or name.startswith("OEBPS/images/")
+    info.compress_type = zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED
     info.external_attr = 0o644 << 16
     return info
 

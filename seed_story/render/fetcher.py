@@ -27,10 +27,9 @@ class BookFetcher(URLFetcher):
         assert not fetcher.refused
     """
 
-    def __init__(self, root: Path, also: tuple[Path, ...] = ()) -> None:
+    def __init__(self, root: Path) -> None:
         super().__init__(allowed_protocols=("file",))
         self.root = Path(root).resolve()
-        self.roots = (self.root, *(Path(p).resolve() for p in also))  # e.g. the shipped fonts' folder
         self.refused: list[str] = []
         self.served: list[str] = []
 
@@ -49,6 +48,6 @@ class BookFetcher(URLFetcher):
             return None
         # resolve() follows symlinks and "..", so a link pointing out of the folder is refused too.
         path = Path(url2pathname(unquote(parts.path))).resolve()
-        if not any(path.is_relative_to(root) for root in self.roots) or not path.is_file():
+        if not path.is_relative_to(self.root) or not path.is_file():
             return None
         return path

@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import shutil
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
 from functools import lru_cache
@@ -148,14 +149,15 @@ def _prepare_art(name: str, story_dir: Path, box: tuple[float, float], s: PrintS
     it prints at. Flat-colour art is separated before it is enlarged (nearest-neighbour commutes with a per-pixel
     colour transform, and the small picture is far cheaper); photographic art after (Lanczos mixes colours)."""
     with Image.open(story_dir / name) as im:
+        size = im.size  # the header only: art that prints as it is is never decoded
+        dpi = _dpi(size, box)
+        enlarge_to = None
+        if s.upscale_dpi and dpi < s.upscale_dpi:
+            scale = s.upscale_dpi / dpi
+            enlarge_to = (math.ceil(size[0] * scale), math.ceil(size[1] * scale))
+        if enlarge_to is None and s.colour == "rgb":
+            return name, dpi
         picture = im.convert("RGB")
-    dpi = _dpi(picture.size, box)
-    enlarge_to = None
-    if s.upscale_dpi and dpi < s.upscale_dpi:
-        scale = s.upscale_dpi / dpi
-        enlarge_to = (math.ceil(picture.width * scale), math.ceil(picture.height * scale))
-    if enlarge_to is None and s.colour == "rgb":
-        return name, dpi
     flat = is_flat_colour(picture)
     separate = s.colour == "cmyk"
     if separate and (flat or enlarge_to is None):
@@ -236,10 +238,10 @@ def render_pdf_from_html(
     )
     # A fixed identifier and fixed dates make the bytes reproducible (PDF/A, /UA and /X need dates).
     doc.metadata.created = doc.metadata.modified = STATED_DATE.isoformat()
-    data = doc.write_pdf(pdf_identifier=hashlib.sha256(identifier.encode()).hexdigest()[:32].encode(),
-                         pdf_variant=variant, pdf_tags=variant == "pdf/ua-1")  # fmt: skip
+    fixed_id = hashlib.sha256(identifier.encode()).hexdigest()[:32]
+    data = doc.write_pdf(pdf_identifier=fixed_id.encode(), pdf_variant=variant)
     if provenance is not None:
-        data = stamp_pdf(data, provenance)
+        data = stamp_pdf(data, provenance, str(uuid.UUID(fixed_id)))
     with atomic_file(out) as f:
         f.write(data)
     if fetcher.refused:

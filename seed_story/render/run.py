@@ -60,7 +60,8 @@ def render_story(
             if report.preflight is not None and not report.preflight.passed:
                 logger.warning("%s/%s failed preflight (%s): %s", run_id, record.story_id, report.preflight.profile,
                                "; ".join(report.preflight.problems))  # fmt: skip
-        # Upscaled print art (--upscale-dpi) is an input of the PDF only, so it stays in the staging folder.
+        # Print art (upscaled, CMYK-separated) and the output-intent profile are inputs of the PDF only: they stay
+        # in the staging folder.
         publish(objects, folder, written, prefix)
     if report is None:
         return None

@@ -8,7 +8,6 @@ shows small flat pictures with ``image-rendering: pixelated`` for the same reaso
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 from PIL import Image
 
@@ -44,13 +43,3 @@ def enlarge(image: Image.Image, size: tuple[int, int], flat: bool | None = None)
         factor = max(math.ceil(size[0] / image.width), math.ceil(size[1] / image.height))
         return image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST), "nearest"
     return image.resize(size, Image.Resampling.LANCZOS), "lanczos"
-
-
-def upscale_to(src: Path, dst: Path, size: tuple[int, int]) -> tuple[Path, str]:
-    """Write ``src`` enlarged (:func:`enlarge`) to ``dst`` as PNG; returns ``(dst, filter used)``. PNG output
-    carries no timestamp, so re-rendering writes identical bytes."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with Image.open(src) as im:
-        out, how = enlarge(im.convert("RGB"), size)
-    out.save(dst, format="PNG", compress_level=1)  # a print intermediate: speed over size
-    return dst, how
